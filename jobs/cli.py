@@ -1,0 +1,92 @@
+"""Command line: ``wals-roberta <stage> --config FILE [--set key=value ...] [--run-id ID]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, Callable
+
+from jobs.errors import WalsRobertaError
+
+# stage -> (module, function); imported only when the stage runs.
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare": ("jobs.prepare", "run"),
+    "train": ("jobs.train_wals", "run"),
+    "recommend": ("jobs.recommend", "run"),
+    "evaluate": ("jobs.evaluate", "run"),
+    "publish": ("jobs.pipeline", "publish_run"),
+    "pipeline": ("jobs.pipeline", "run"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wals-roberta",
+        description="Implicit-feedback recommendations on Spark: WALS factors, top-k tables.",
+    )
+    parser.add_argument("stage", choices=list(STAGES), help="stage to run; pipeline runs all")
+    parser.add_argument("--config", required=True, help="YAML config, e.g. conf/demo.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by its dotted path, e.g. --set wals.rank=128 (repeatable)",
+    )
+    parser.add_argument(
+        "--run-id",
+        default=None,
+        help="run directory name under <output.root>/runs; prepare and pipeline start a new "
+        "one when omitted, other stages use the latest",
+    )
+    return parser
+
+
+def _stage_function(stage: str) -> Callable[..., Any]:
+    module, function = STAGES[stage]
+    return getattr(importlib.import_module(module), function)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from jobs.config import load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        from pyspark.sql import SparkSession
+
+        from jobs.spark import build_session
+
+        owns_session = SparkSession.getActiveSession() is None
+        spark = build_session(cfg)
+        try:
+            result = _stage_function(args.stage)(spark, cfg, run_id=args.run_id)
+        finally:
+            if owns_session:
+                spark.stop()
+    except WalsRobertaError as exc:
+        print(f"wals-roberta {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    _print_where(args.stage, result)
+    return 0
+
+
+def _print_where(stage: str, result: Any) -> None:
+    if not isinstance(result, dict):
+        return
+    if "run_dir" in result:
+        print(f"run directory: {result['run_dir']}")
+    publish = result.get("publish") if stage == "pipeline" else result
+    if isinstance(publish, dict) and "path" in publish:
+        print(f"published recommendations: {publish['path']}")
+
+
+def run_stage(stage: str, argv: list[str] | None) -> int:
+    """Entry for ``python -m jobs.<stage module>``."""
+    return main([stage, *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""Typed, frozen, validated job configuration built from YAML plus ``--set`` overrides.
+
+The dataclasses below are the schema: a key that is not a field is unknown, a value is
+converted to the field's type, and every error names the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import abc
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from jobs.errors import ConfigError
+
+FileFormat = Literal["auto", "csv", "parquet", "delta", "table"]
+ConfidenceForm = Literal["binary", "linear", "log", "sqrt", "time_decay"]
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Session settings. ``master`` null keeps the launcher's choice (spark-submit's
+    ``--master``; plain ``python`` gets Spark's local default)."""
+
+    master: str | None = None
+    app_name: str = "wals-roberta"
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InteractionsInput:
+    path: str = ""
+    format: FileFormat = "auto"
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    strength_col: str | None = None
+    timestamp_col: str | None = None
+    csv_delimiter: str = ","
+    invalid_rows: Literal["fail", "drop"] = "fail"
+
+
+@dataclass(frozen=True)
+class ItemsInput:
+    path: str | None = None
+    format: FileFormat = "auto"
+    id_col: str = "item_id"
+    text_template: str | None = None
+    csv_delimiter: str = ","
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    interactions: InteractionsInput = field(default_factory=InteractionsInput)
+    items: ItemsInput = field(default_factory=ItemsInput)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    root: str = ""
+    format: Literal["parquet", "delta"] = "parquet"
+    published_name: str = "recommendations"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    holdout: Literal["none", "random", "time"] = "none"
+    fraction: float = 0.2
+    seed: int = 42
+    time_cutoff: int | None = None
+    cold_item_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class WalsConfig:
+    rank: int = 64
+    reg: float = 0.05
+    alpha: float = 10.0
+    iterations: int = 15
+    confidence: ConfidenceForm = "linear"
+    log_epsilon: float = 1.0
+    half_life_days: float | None = None
+    user_blocks: int = 4
+    item_blocks: int = 4
+    seed: int = 42
+    nonnegative: bool = False
+    checkpoint_interval: int = 5
+    checkpoint_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    k: int = 50
+    exclude_seen: bool = True
+    users_per_block: int = 4096
+    items_per_block: int = 65536
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    ks: tuple[int, ...] = (10, 20, 50)
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    wals: WalsConfig = field(default_factory=WalsConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for the manifest and for YAML)."""
+        return _to_plain(self)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML file, apply ``key=value`` overrides, build and validate the config."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"--config: no such file: {file}")
+        try:
+            raw = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {file}: not valid YAML ({_first_line(exc)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"--config {file}: the top level must be a mapping of sections")
+    for item in overrides:
+        _apply_override(raw, item)
+    cfg = _build(Config, raw, "")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Build and validate a config from a nested mapping (tests, notebooks)."""
+    cfg = _build(Config, dict(raw), "")
+    validate(cfg)
+    return cfg
+
+
+def replace(cfg: Config, **dotted: Any) -> Config:
+    """A copy of ``cfg`` with dotted keys changed, e.g. ``replace(cfg, **{"wals.rank": 8})``."""
+    raw = cfg.to_dict()
+    for key, value in dotted.items():
+        _set_path(raw, key, value)
+    return config_from_dict(raw)
+
+
+def validate(cfg: Config) -> None:
+    """Range and cross-key checks; raises ConfigError naming the key."""
+    _require(bool(cfg.data.interactions.path), "data.interactions.path", "a path or table name")
+    _require(bool(cfg.output.root), "output.root", "a directory (local, hdfs://, s3a://, dbfs:/)")
+    w = cfg.wals
+    _require(w.rank > 0, "wals.rank", "an integer > 0", w.rank)
+    _require(w.reg >= 0, "wals.reg", "a number >= 0", w.reg)
+    _require(w.alpha >= 0, "wals.alpha", "a number >= 0", w.alpha)
+    _require(w.iterations > 0, "wals.iterations", "an integer > 0", w.iterations)
+    _require(w.log_epsilon > 0, "wals.log_epsilon", "a number > 0", w.log_epsilon)
+    _require(w.user_blocks > 0, "wals.user_blocks", "an integer > 0", w.user_blocks)
+    _require(w.item_blocks > 0, "wals.item_blocks", "an integer > 0", w.item_blocks)
+    _require(w.checkpoint_interval > 0, "wals.checkpoint_interval", "an integer > 0")
+    if w.confidence == "time_decay":
+        _require(
+            w.half_life_days is not None and w.half_life_days > 0,
+            "wals.half_life_days",
+            "a number > 0 when wals.confidence is time_decay",
+            w.half_life_days,
+        )
+        _require(
+            cfg.data.interactions.timestamp_col is not None,
+            "data.interactions.timestamp_col",
+            "a column name when wals.confidence is time_decay",
+            None,
+        )
+    s = cfg.split
+    _require(0 < s.fraction < 1, "split.fraction", "a number in (0, 1)", s.fraction)
+    _require(0 <= s.cold_item_fraction < 1, "split.cold_item_fraction", "in [0, 1)")
+    if s.holdout == "time" and cfg.data.interactions.timestamp_col is None:
+        raise ConfigError(
+            "split.holdout=time needs data.interactions.timestamp_col (the column of event times)"
+        )
+    r = cfg.recommend
+    _require(r.k > 0, "recommend.k", "an integer > 0", r.k)
+    _require(r.users_per_block > 0, "recommend.users_per_block", "an integer > 0")
+    _require(r.items_per_block > 0, "recommend.items_per_block", "an integer > 0")
+    ks = cfg.evaluate.ks
+    _require(len(ks) > 0 and all(k > 0 for k in ks), "evaluate.ks", "a list of integers > 0", ks)
+    if s.holdout != "none" and max(ks) > r.k:
+        raise ConfigError(
+            f"evaluate.ks: largest cut-off {max(ks)} exceeds recommend.k={r.k}; "
+            "raise recommend.k or lower evaluate.ks"
+        )
+
+
+# --- schema walking -------------------------------------------------------------------
+
+
+def _require(ok: bool, key: str, allowed: str, value: Any = dataclasses.MISSING) -> None:
+    if not ok:
+        got = "" if value is dataclasses.MISSING else f", got {value!r}"
+        raise ConfigError(f"{key}: must be {allowed}{got}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set wals.rank=128")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    _set_path(raw, key.strip(), value)
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set a dotted key; a mapping-typed field (spark.conf) takes the rest as one key."""
+    parts = dotted.split(".")
+    cls: Any = Config
+    node = raw
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            prefix = ".".join(parts[:i])
+            raise ConfigError(_unknown_key_message(prefix, part, fields))
+        ftype = typing.get_type_hints(cls)[part]
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(ftype) and not last:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: must be a mapping")
+            cls = ftype
+            continue
+        if typing.get_origin(ftype) is abc.Mapping and not last:
+            node.setdefault(part, {})[".".join(parts[i + 1 :])] = value
+            return
+        if not last:
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section")
+        node[part] = value
+        return
+
+
+def _unknown_key_message(prefix: str, key: str, fields: Mapping[str, Any]) -> str:
+    full = f"{prefix}.{key}" if prefix else key
+    return f"unknown config key {full!r}; allowed here: {', '.join(sorted(fields))}"
+
+
+def _build(cls: Any, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(prefix, str(key), fields))
+    kwargs = {}
+    for name in fields:
+        if name not in raw:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        ftype = hints[name]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[name] = _build(ftype, raw[name], key)
+        else:
+            kwargs[name] = _convert(raw[name], ftype, key)
+    return cls(**kwargs)
+
+
+def _convert(value: Any, ftype: Any, key: str) -> Any:
+    origin = typing.get_origin(ftype)
+    args = typing.get_args(ftype)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(str(a) for a in args)
+            raise ConfigError(f"{key}: must be one of {allowed}, got {value!r}")
+        return value
+    if origin is abc.Mapping:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping of names to values, got {value!r}")
+        return types.MappingProxyType({str(k): _scalar_text(v) for k, v in value.items()})
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(items))
+    if ftype is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    if ftype is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: must be an integer, got {value!r}")
+    if ftype is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: must be a number, got {value!r}")
+    if ftype is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {ftype!r}")  # a schema bug, not a user error
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj

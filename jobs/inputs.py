@@ -1,0 +1,179 @@
+"""Reading the raw inputs and checking them row by row, with every bad row counted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from jobs import columns as C
+from jobs import storage
+from jobs.errors import InputDataError
+
+# Integer ids without leading zeros fit a long exactly; anything else stays a string so
+# that the original id survives ("007" is not 7).
+_INTEGER_ID = r"^(0|-?[1-9][0-9]{0,17})$"
+_INTEGRAL_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def read_source(spark: SparkSession, path: str, fmt: str, key: str, delimiter: str = ",") -> DataFrame:
+    """Read Parquet, CSV (header row), Delta or a metastore table. ``key`` names the config
+    section in errors, e.g. ``data.interactions``."""
+    if fmt == "table":
+        try:
+            return spark.table(path)
+        except AnalysisException:
+            raise InputDataError(f"{key}.path: no table named {path!r} in the metastore") from None
+    location = storage.normalize(path)
+    if not storage.exists(spark, location):
+        raise InputDataError(f"{key}.path: no such file or directory: {path}")
+    if fmt == "auto":
+        fmt = _guess_format(spark, location)
+    reader = spark.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.option("header", True).option("sep", delimiter).option("mode", "PERMISSIVE")
+    try:
+        return reader.load(location)
+    except AnalysisException as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise InputDataError(f"{key}.path: cannot read {path} as {fmt}: {first}") from None
+
+
+def _guess_format(spark: SparkSession, location: str) -> str:
+    lower = location.lower()
+    if lower.endswith((".csv", ".tsv", ".txt", ".csv.gz")):
+        return "csv"
+    if storage.is_dir(spark, location) and "_delta_log" in storage.list_names(spark, location):
+        return "delta"
+    return "parquet"
+
+
+def require_columns(df: DataFrame, wanted: dict[str, str | None], key: str) -> None:
+    """``wanted`` maps a config key suffix (``user_col``) to the column it names."""
+    present = set(df.columns)
+    for setting, column in wanted.items():
+        if column is not None and column not in present:
+            raise InputDataError(
+                f"{key}: column {column!r} (from {key}.{setting}) not found; "
+                f"the input has: {', '.join(df.columns)}"
+            )
+
+
+def id_column(df: DataFrame, column: str) -> Column:
+    """The id as a long when every value is an integer without leading zeros, else a string.
+
+    Integral columns stay longs; a string column is checked with one aggregation.
+    """
+    dtype = df.schema[column].dataType
+    col = F.col(column)
+    if isinstance(dtype, _INTEGRAL_TYPES):
+        return col.cast("long")
+    text = F.trim(col.cast("string"))
+    if isinstance(dtype, T.StringType):
+        non_integer = df.agg(
+            F.count(F.when(text.isNotNull() & (text != "") & ~text.rlike(_INTEGER_ID), 1))
+        ).first()[0]
+        if non_integer == 0:
+            return F.when(text != "", text).try_cast("long")
+    return F.when(text != "", text)
+
+
+@dataclass(frozen=True)
+class CheckedRows:
+    """Rows that passed, and how many were dropped for each reason."""
+
+    rows: DataFrame
+    read: int
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def check_rows(
+    df: DataFrame, reasons: dict[str, Column], describe: dict[str, str], key: str, drop: bool
+) -> CheckedRows:
+    """Count every row against named invalid-row conditions in one pass.
+
+    ``reasons`` maps a reason (``negative_strength``) to a boolean column; ``describe`` says
+    it in words for the error. With ``drop`` the rows are removed and counted, otherwise the
+    first reason with rows raises an InputDataError naming it, with a count and an example.
+    """
+    aggs = [F.count(F.lit(1)).alias("_read")]
+    aggs += [F.count(F.when(cond, 1)).alias(name) for name, cond in reasons.items()]
+    totals = df.agg(*aggs).first().asDict()
+    read = int(totals.pop("_read"))
+    if read == 0:
+        raise InputDataError(f"{key}: the input has no rows")
+    dropped: dict[str, int] = {}
+    bad_any = F.lit(False)
+    for name, cond in reasons.items():
+        # Each row is counted under its first reason only, so the counts add up.
+        count = df.filter(cond & ~bad_any).count() if totals[name] else 0
+        if count and not drop:
+            example = df.filter(cond).limit(1).collect()[0].asDict()
+            raise InputDataError(
+                f"{key}: {count:,} of {read:,} rows have {describe[name]} (e.g. {example}); "
+                f"fix the input or set {key}.invalid_rows=drop to drop and count them"
+            )
+        if count:
+            dropped[name] = count
+        bad_any = bad_any | F.coalesce(cond, F.lit(False))
+    kept = df.filter(~bad_any) if dropped else df
+    if dropped and sum(dropped.values()) == read:
+        raise InputDataError(f"{key}: every one of {read:,} rows is invalid: {dropped}")
+    return CheckedRows(rows=kept, read=read, dropped=dropped)
+
+
+def interaction_checks(
+    df: DataFrame, strength_col: str | None, timestamp_col: str | None
+) -> tuple[dict[str, Column], dict[str, str]]:
+    """Invalid-row conditions on the standardized columns (user_id, item_id, strength, timestamp)
+    with the raw strength/timestamp values still in ``_raw_strength``/``_raw_timestamp``."""
+    reasons = {
+        "null_user_id": F.col(C.USER_ID).isNull(),
+        "null_item_id": F.col(C.ITEM_ID).isNull(),
+    }
+    describe = {
+        "null_user_id": "a null or empty user id",
+        "null_item_id": "a null or empty item id",
+    }
+    if strength_col is not None:
+        s = F.col(C.STRENGTH)
+        raw = F.col("_raw_strength")
+        reasons |= {
+            "null_strength": raw.isNull(),
+            "non_numeric_strength": raw.isNotNull() & s.isNull(),
+            "nan_strength": F.isnan(s),
+            "infinite_strength": s.isin(float("inf"), float("-inf")),
+            "negative_strength": s < 0,
+        }
+        describe |= {
+            "null_strength": f"a null strength in column {strength_col!r}",
+            "non_numeric_strength": f"a non-numeric strength in column {strength_col!r}",
+            "nan_strength": f"a NaN strength in column {strength_col!r}",
+            "infinite_strength": f"an infinite strength in column {strength_col!r}",
+            "negative_strength": f"a negative strength in column {strength_col!r}",
+        }
+    if timestamp_col is not None:
+        reasons["invalid_timestamp"] = F.col(C.TIMESTAMP).isNull()
+        describe["invalid_timestamp"] = f"a null or unparseable timestamp in {timestamp_col!r}"
+    return reasons, describe
+
+
+def numeric_column(df: DataFrame, column: str) -> Column:
+    """A double, or null where the value is not a number (ANSI-safe)."""
+    return F.col(column).try_cast("double")
+
+
+def timestamp_seconds(df: DataFrame, column: str) -> Column:
+    """Event time as unix seconds: numeric columns as they are, timestamps and date strings
+    converted; null where unparseable."""
+    dtype = df.schema[column].dataType
+    col = F.col(column)
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        return F.unix_timestamp(col.cast("timestamp"))
+    if isinstance(dtype, T.NumericType):
+        return col.cast("long")
+    text = F.trim(col.cast("string"))
+    return F.coalesce(text.try_cast("long"), F.unix_timestamp(F.try_to_timestamp(text)))

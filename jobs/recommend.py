@@ -1,0 +1,95 @@
+"""Stage ``recommend``: per-user top-k over the item vectors, seen items excluded.
+
+Writes ``recommendations(user_id, rank, item_id, score)`` with original ids, rank from 1.
+Scoring runs on executors in :mod:`udfs.topk` (blocked matrix products, ``torch.topk``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import columns as C
+from jobs import tables
+from jobs.config import Config, RecommendConfig
+from udfs.topk import recommend_top_k
+
+
+def seen_items(interactions: DataFrame) -> DataFrame:
+    """``(user_idx, seen)``: each user's training items, sorted."""
+    return (
+        interactions.filter(F.col(C.SPLIT) == C.TRAIN)
+        .groupBy(C.USER_IDX)
+        .agg(F.sort_array(F.collect_list(C.ITEM_IDX)).alias(C.SEEN))
+    )
+
+
+def item_vectors_for_scoring(spark: SparkSession, run: tables.Run) -> tuple[DataFrame, str]:
+    """The run's ``item_vectors`` when the projection stage wrote them, else the WALS
+    ``item_factors``; with the name of the vector column."""
+    if tables.has_table(spark, run, "item_vectors"):
+        return tables.read_table(spark, run, "item_vectors"), C.VECTOR
+    return tables.read_table(spark, run, "item_factors"), C.FACTORS
+
+
+def top_k_lists(
+    user_vectors: DataFrame,
+    item_vectors: DataFrame,
+    seen: DataFrame | None,
+    rc: RecommendConfig,
+    *,
+    k: int | None = None,
+    user_vector_col: str = C.FACTORS,
+    item_vector_col: str = C.FACTORS,
+) -> DataFrame:
+    """``(user_idx, item_idx, score, rank)`` for every user with a vector."""
+    return recommend_top_k(
+        user_vectors,
+        item_vectors,
+        k=k or rc.k,
+        seen=seen if rc.exclude_seen else None,
+        user_vector_col=user_vector_col,
+        item_vector_col=item_vector_col,
+        users_per_block=rc.users_per_block,
+        items_per_block=rc.items_per_block,
+    )
+
+
+def with_original_ids(top: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
+    """Index-based lists as ``(user_id, rank, item_id, score)``."""
+    return (
+        top.join(users, C.USER_IDX)
+        .join(items, C.ITEM_IDX)
+        .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE)
+        .sortWithinPartitions(C.USER_ID, C.RANK)
+    )
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
+    run_ = tables.open_run(spark, cfg, run_id, create=False)
+    with tables.stage(spark, run_, "recommend", cfg) as report:
+        user_factors = tables.read_table(spark, run_, "user_factors")
+        item_vectors, vector_col = item_vectors_for_scoring(spark, run_)
+        seen = seen_items(tables.read_table(spark, run_, "interactions"))
+        top = top_k_lists(
+            user_factors, item_vectors, seen, cfg.recommend, item_vector_col=vector_col
+        )
+        recs = with_original_ids(
+            top, tables.read_table(spark, run_, "users"), tables.read_table(spark, run_, "items")
+        )
+        report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
+        report["k"] = cfg.recommend.k
+        report["exclude_seen"] = cfg.recommend.exclude_seen
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.cli import run_stage
+
+    return run_stage("recommend", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

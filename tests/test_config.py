@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from jobs.config import load_config, replace
+from jobs.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(REPO / "conf" / name)
+    assert cfg.wals.rank > 0 and cfg.recommend.k >= max(cfg.evaluate.ks)
+
+
+def test_set_overrides_convert_types(tmp_path):
+    cfg = load_config(
+        REPO / "conf" / "demo.yaml",
+        [
+            "wals.rank=128",
+            "wals.reg=0.5",
+            "recommend.exclude_seen=false",
+            "evaluate.ks=[5, 10]",
+            "split.time_cutoff=null",
+            "spark.conf.spark.executor.memory=8g",
+            "data.interactions.user_col=123",
+        ],
+    )
+    assert cfg.wals.rank == 128 and isinstance(cfg.wals.rank, int)
+    assert cfg.wals.reg == 0.5
+    assert cfg.recommend.exclude_seen is False
+    assert cfg.evaluate.ks == (5, 10)
+    assert cfg.spark.conf["spark.executor.memory"] == "8g"
+    assert cfg.data.interactions.user_col == "123"
+
+
+def test_config_is_frozen():
+    cfg = load_config(REPO / "conf" / "demo.yaml")
+    with pytest.raises(AttributeError):
+        cfg.wals.rank = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.spark.conf["x"] = "y"  # type: ignore[index]
+    assert replace(cfg, **{"wals.rank": 3}).wals.rank == 3 and cfg.wals.rank != 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("wals.rnak=3", "unknown config key 'wals.rnak'; allowed here: alpha"),
+        ("walz.rank=3", "unknown config key 'walz'"),
+        ("wals.rank=0", "wals.rank: must be an integer > 0, got 0"),
+        ("wals.rank=-4", "wals.rank: must be an integer > 0, got -4"),
+        ("wals.rank=abc", "wals.rank: must be an integer, got 'abc'"),
+        ("wals.alpha=-1", "wals.alpha: must be a number >= 0, got -1.0"),
+        ("recommend.k=0", "recommend.k: must be an integer > 0, got 0"),
+        ("wals.confidence=cubic", "wals.confidence: must be one of binary, linear, log, sqrt"),
+        ("split.holdout=sometimes", "split.holdout: must be one of none, random, time"),
+        ("split.fraction=1.5", "split.fraction: must be a number in (0, 1), got 1.5"),
+        ("recommend.exclude_seen=maybe", "recommend.exclude_seen: must be true or false"),
+        ("recommend.k=5", "evaluate.ks: largest cut-off 50 exceeds recommend.k=5"),
+        ("wals", "--set 'wals': expected key=value"),
+        ("wals.rank.x=1", "wals.rank: is a value, not a section"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO / "conf" / "default.yaml", [override])
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_time_decay_needs_half_life_and_timestamps(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text(
+        "data: {interactions: {path: x.csv}}\noutput: {root: out}\nwals: {confidence: time_decay}\n"
+    )
+    with pytest.raises(ConfigError, match="wals.half_life_days"):
+        load_config(conf)
+    with pytest.raises(ConfigError, match="data.interactions.timestamp_col"):
+        load_config(conf, ["wals.half_life_days=30"])
+
+
+def test_missing_config_file_and_required_keys(tmp_path):
+    with pytest.raises(ConfigError, match="--config: no such file"):
+        load_config(tmp_path / "nope.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="data.interactions.path: must be a path"):
+        load_config(empty)

@@ -1,0 +1,1 @@
+"""Code that runs on Spark executors: plain numpy/torch functions and their Spark wrappers."""
