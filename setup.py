@@ -20,7 +20,7 @@ setup(
         TORCH,
         "transformers>=4.40",
         "numpy>=1.26",
-        "pandas>=2.2",
+        "pandas>=2.2,<3",  # pyspark 4.x does not fully support pandas 3 yet
         "pyarrow>=15",
         "pyyaml>=6",
     ],

@@ -131,6 +131,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     src = cfg.data.interactions
     with tables.stage(spark, run_, "prepare", cfg) as report:
         raw = read_source(spark, src.path, src.format, "data.interactions", src.csv_delimiter)
+        # Checks, typing and merging read the input several times: parse it once.
+        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
         require_columns(
             raw,
             {
@@ -193,6 +195,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         written = tables.read_table(spark, run_, "interactions")
         by_split = {r[C.SPLIT]: int(r["count"]) for r in written.groupBy(C.SPLIT).count().collect()}
         merged.unpersist()
+        raw.unpersist()
 
         n_events = checked.read - sum(checked.dropped.values())
         report["counts"] = {

@@ -25,6 +25,10 @@ def build_session(cfg: Config) -> SparkSession:
     if cfg.spark.master:
         builder = builder.master(cfg.spark.master)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
+    # Native BLAS threads on top of Spark's task threads oversubscribe the cores (Spark's
+    # MLlib guide says the same): one BLAS thread per task unless the config says otherwise.
+    builder = builder.config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # local mode: the driver JVM executes
     for key, value in cfg.spark.conf.items():
         builder = builder.config(key, value)
     if "spark.pyspark.python" not in cfg.spark.conf and "PYSPARK_PYTHON" not in os.environ:

@@ -36,16 +36,16 @@ def generate(
     topic_names = list(TOPICS)[:n_topics]
     item_topic = rng.integers(0, n_topics, n_items)
     # Zipf-like popularity and Pareto-like activity: a long tail on both sides.
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.7
     popularity = popularity[rng.permutation(n_items)]
     activity = rng.pareto(1.5, n_users) + 1.0
     counts = np.maximum(3, np.round(activity / activity.sum() * n_interactions)).astype(int)
     counts = np.minimum(counts, n_items // 2)
-    taste = rng.dirichlet(np.full(n_topics, 0.3), n_users)  # mostly one or two topics
+    taste = rng.dirichlet(np.full(n_topics, 0.2), n_users)  # mostly one or two topics
 
     users, items = [], []
     for u in range(n_users):
-        weights = popularity * (0.05 + taste[u, item_topic])
+        weights = popularity * (0.02 + taste[u, item_topic])
         weights /= weights.sum()
         chosen = rng.choice(n_items, size=counts[u], replace=False, p=weights)
         users.append(np.full(len(chosen), u))

@@ -56,7 +56,7 @@ def make_config(tmp_path: Path, interactions: str, **dotted) -> Config:
     return config_from_dict(raw)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ml100k() -> Path:
     if not (ML100K / "interactions.csv").is_file():
         pytest.skip(f"MovieLens 100K not found at {ML100K} (see the README: data is not committed)")
