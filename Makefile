@@ -26,5 +26,5 @@ test-all: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check jobs udfs tests bench
-	$(BIN)/ruff format --check jobs udfs tests bench
+	$(BIN)/ruff check jobs udfs tests notebooks
+	$(BIN)/ruff format --check jobs udfs tests notebooks

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jobs.errors import WalsRobertaError
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stage_function(stage: str) -> Callable[..., Any]:
+def stage_function(stage: str) -> Callable[..., Any]:
     module, function = STAGES[stage]
     return getattr(importlib.import_module(module), function)
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         owns_session = SparkSession.getActiveSession() is None
         spark = build_session(cfg)
         try:
-            result = _stage_function(args.stage)(spark, cfg, run_id=args.run_id)
+            result = stage_function(args.stage)(spark, cfg, run_id=args.run_id)
         finally:
             if owns_session:
                 spark.stop()

@@ -7,12 +7,13 @@ converted to the field's type, and every error names the dotted key and what is 
 from __future__ import annotations
 
 import dataclasses
-from collections import abc
 import types
 import typing
+from collections import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 

@@ -45,7 +45,6 @@ def assign_dense_index(
     offset_df = spark.createDataFrame(offsets, "_pid int, _offset long")
     # monotonically_increasing_id() is (partition id << 33) + position within the partition.
     position = F.col("_mid") - F.shiftleft(F.col("_pid").cast("long"), 33)
-    return (
-        ordered.join(F.broadcast(offset_df), "_pid")
-        .select(id_col, (F.col("_offset") + position).cast("int").alias(idx_col))
+    return ordered.join(F.broadcast(offset_df), "_pid").select(
+        id_col, (F.col("_offset") + position).cast("int").alias(idx_col)
     )

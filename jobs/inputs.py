@@ -19,7 +19,9 @@ _INTEGER_ID = r"^(0|-?[1-9][0-9]{0,17})$"
 _INTEGRAL_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
 
-def read_source(spark: SparkSession, path: str, fmt: str, key: str, delimiter: str = ",") -> DataFrame:
+def read_source(
+    spark: SparkSession, path: str, fmt: str, key: str, delimiter: str = ","
+) -> DataFrame:
     """Read Parquet, CSV (header row), Delta or a metastore table. ``key`` names the config
     section in errors, e.g. ``data.interactions``."""
     if fmt == "table":

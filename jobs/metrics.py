@@ -46,8 +46,10 @@ def ranking_metrics(
         .join(relevant.withColumn("hit", F.lit(1)), [C.USER_IDX, C.ITEM_IDX], "left")
         .withColumn("hit", F.coalesce(F.col("hit"), F.lit(0)))
     )
-    running = Window.partitionBy(C.USER_IDX).orderBy(C.RANK).rowsBetween(
-        Window.unboundedPreceding, Window.currentRow
+    running = (
+        Window.partitionBy(C.USER_IDX)
+        .orderBy(C.RANK)
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
     marked = marked.withColumn("hits_so_far", F.sum("hit").over(running))
     per_user_aggs = []
@@ -56,13 +58,19 @@ def ranking_metrics(
         per_user_aggs += [
             F.sum(F.when(within, F.col("hit")).otherwise(0)).alias(f"hits_{k}"),
             F.sum(
-                F.when(within, F.col("hit") / F.log2(F.col(C.RANK).cast("double") + 1)).otherwise(0.0)
+                F.when(within, F.col("hit") / F.log2(F.col(C.RANK).cast("double") + 1)).otherwise(
+                    0.0
+                )
             ).alias(f"dcg_{k}"),
             F.sum(
-                F.when(within & (F.col("hit") == 1), F.col("hits_so_far") / F.col(C.RANK)).otherwise(0.0)
+                F.when(
+                    within & (F.col("hit") == 1), F.col("hits_so_far") / F.col(C.RANK)
+                ).otherwise(0.0)
             ).alias(f"ap_{k}"),
         ]
-    per_user = n_rel.join(marked.groupBy(C.USER_IDX).agg(*per_user_aggs), C.USER_IDX, "left").fillna(0)
+    per_user = n_rel.join(
+        marked.groupBy(C.USER_IDX).agg(*per_user_aggs), C.USER_IDX, "left"
+    ).fillna(0)
     means = []
     for k in ks:
         denom = F.least(F.col("n_rel"), F.lit(k))

@@ -62,7 +62,9 @@ def weight_by_time_decay(events: DataFrame, *, half_life_days: float) -> DataFra
     event in the data (so the same input gives the same weights whenever it runs)."""
     newest = events.agg(F.max(C.TIMESTAMP)).first()[0]
     age_days = (F.lit(newest) - F.col(C.TIMESTAMP)) / SECONDS_PER_DAY
-    return events.withColumn(C.STRENGTH, F.col(C.STRENGTH) * F.pow(F.lit(0.5), age_days / half_life_days))
+    return events.withColumn(
+        C.STRENGTH, F.col(C.STRENGTH) * F.pow(F.lit(0.5), age_days / half_life_days)
+    )
 
 
 def merge_duplicates(events: DataFrame) -> DataFrame:
@@ -94,7 +96,9 @@ def confidence_rating(strength: Column, *, form: str, log_epsilon: float = 1.0) 
     return rating.cast("float")
 
 
-def item_ids_from_catalog(spark: SparkSession, cfg: Config) -> tuple[DataFrame | None, dict[str, int]]:
+def item_ids_from_catalog(
+    spark: SparkSession, cfg: Config
+) -> tuple[DataFrame | None, dict[str, int]]:
     """Distinct ids of the item metadata table, if configured, with its row accounting."""
     src = cfg.data.items
     if src.path is None:
@@ -172,15 +176,19 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         users = tables.read_table(spark, run_, "users")
         items = tables.read_table(spark, run_, "items")
 
-        rated = merged.join(users, C.USER_ID).join(items, C.ITEM_ID).select(
-            C.USER_IDX,
-            C.ITEM_IDX,
-            F.col(C.STRENGTH).cast("double").alias(C.STRENGTH),
-            confidence_rating(
-                F.col(C.STRENGTH), form=cfg.wals.confidence, log_epsilon=cfg.wals.log_epsilon
-            ).alias(C.RATING),
-            C.TIMESTAMP,
-            C.N_EVENTS,
+        rated = (
+            merged.join(users, C.USER_ID)
+            .join(items, C.ITEM_ID)
+            .select(
+                C.USER_IDX,
+                C.ITEM_IDX,
+                F.col(C.STRENGTH).cast("double").alias(C.STRENGTH),
+                confidence_rating(
+                    F.col(C.STRENGTH), form=cfg.wals.confidence, log_epsilon=cfg.wals.log_epsilon
+                ).alias(C.RATING),
+                C.TIMESTAMP,
+                C.N_EVENTS,
+            )
         )
         split = cfg.split
         interactions = split_interactions(
@@ -191,7 +199,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             time_cutoff=split.time_cutoff,
             cold_item_fraction=split.cold_item_fraction,
         )
-        report["rows"]["interactions"] = tables.write_table(spark, run_, "interactions", interactions)
+        report["rows"]["interactions"] = tables.write_table(
+            spark, run_, "interactions", interactions
+        )
         written = tables.read_table(spark, run_, "interactions")
         by_split = {r[C.SPLIT]: int(r["count"]) for r in written.groupBy(C.SPLIT).count().collect()}
         merged.unpersist()
@@ -228,4 +238,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -59,7 +59,7 @@ def split_interactions(
         is_test = position <= n_test
     split = F.when(is_test, C.TEST).otherwise(C.TRAIN)
     if cold_item_fraction > 0:
-        split = F.when(cold_item_flag(df, fraction=cold_item_fraction, seed=seed), C.TEST).otherwise(
-            split
-        )
+        split = F.when(
+            cold_item_flag(df, fraction=cold_item_fraction, seed=seed), C.TEST
+        ).otherwise(split)
     return df.withColumn(C.SPLIT, split)

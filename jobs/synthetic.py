@@ -70,7 +70,11 @@ def generate(
         picked = rng.choice(words, size=3, replace=False)
         titles.append(" ".join(w.capitalize() for w in picked[:2]) + f" of the {picked[2]}")
         other = topic_names[rng.integers(0, n_topics)]
-        genres.append(f"{topic_names[item_topic[i]]} {other}" if other != topic_names[item_topic[i]] else other)
+        genres.append(
+            f"{topic_names[item_topic[i]]} {other}"
+            if other != topic_names[item_topic[i]]
+            else other
+        )
         formats.append(FORMATS[rng.integers(0, len(FORMATS))])
     catalog = pd.DataFrame(
         {

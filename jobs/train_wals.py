@@ -54,9 +54,11 @@ def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
 
 def factors_with_ids(factors: DataFrame, ids: DataFrame, *, idx_col: str, id_col: str) -> DataFrame:
     """ALSModel factors ``(id, features)`` as ``(idx, original id, factors)``."""
-    return factors.select(
-        F.col("id").alias(idx_col), F.col("features").alias(C.FACTORS)
-    ).join(ids, idx_col).select(idx_col, id_col, C.FACTORS)
+    return (
+        factors.select(F.col("id").alias(idx_col), F.col("features").alias(C.FACTORS))
+        .join(ids, idx_col)
+        .select(idx_col, id_col, C.FACTORS)
+    )
 
 
 def checkpoint_dir_for(cfg: Config, run: tables.Run) -> str:
@@ -75,10 +77,18 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         model.write().overwrite().save(run_.path("als_model"))
         users = tables.read_table(spark, run_, "users")
         items = tables.read_table(spark, run_, "items")
-        user_factors = factors_with_ids(model.userFactors, users, idx_col=C.USER_IDX, id_col=C.USER_ID)
-        item_factors = factors_with_ids(model.itemFactors, items, idx_col=C.ITEM_IDX, id_col=C.ITEM_ID)
-        report["rows"]["user_factors"] = tables.write_table(spark, run_, "user_factors", user_factors)
-        report["rows"]["item_factors"] = tables.write_table(spark, run_, "item_factors", item_factors)
+        user_factors = factors_with_ids(
+            model.userFactors, users, idx_col=C.USER_IDX, id_col=C.USER_ID
+        )
+        item_factors = factors_with_ids(
+            model.itemFactors, items, idx_col=C.ITEM_IDX, id_col=C.ITEM_ID
+        )
+        report["rows"]["user_factors"] = tables.write_table(
+            spark, run_, "user_factors", user_factors
+        )
+        report["rows"]["item_factors"] = tables.write_table(
+            spark, run_, "item_factors", item_factors
+        )
         report["rank"] = cfg.wals.rank
         storage.delete(spark, checkpoints)
     return report

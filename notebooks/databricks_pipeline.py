@@ -7,28 +7,29 @@
 
 # COMMAND ----------
 
-dbutils.widgets.text("config", "/Workspace/Repos/you/wals-roberta/conf/default.yaml", "Config file")  # noqa: F821
-dbutils.widgets.text("overrides", "output.root=dbfs:/wals-roberta", "Overrides (key=value per line)")  # noqa: F821
-dbutils.widgets.dropdown(  # noqa: F821
-    "stage", "pipeline", ["pipeline", "prepare", "train", "recommend", "evaluate", "publish"], "Stage"
+dbutils.widgets.text("config", "/Workspace/Repos/you/wals-roberta/conf/default.yaml", "Config file")
+dbutils.widgets.text(
+    "overrides", "output.root=dbfs:/wals-roberta", "Overrides (key=value per line)"
 )
-dbutils.widgets.text("run_id", "", "Run id (empty: new for prepare/pipeline, else latest)")  # noqa: F821
+dbutils.widgets.dropdown(
+    "stage",
+    "pipeline",
+    ["pipeline", "prepare", "train", "recommend", "evaluate", "publish"],
+    "Stage",
+)
+dbutils.widgets.text("run_id", "", "Run id (empty: new for prepare/pipeline, else latest)")
 
 # COMMAND ----------
 
-from jobs.cli import STAGES, _stage_function
+from jobs.cli import STAGES, stage_function
 from jobs.config import load_config
 
-overrides = [
-    line.strip()
-    for line in dbutils.widgets.get("overrides").splitlines()  # noqa: F821
-    if line.strip()
-]
-cfg = load_config(dbutils.widgets.get("config"), overrides)  # noqa: F821
-stage = dbutils.widgets.get("stage")  # noqa: F821
-run_id = dbutils.widgets.get("run_id") or None  # noqa: F821
+overrides = [line.strip() for line in dbutils.widgets.get("overrides").splitlines() if line.strip()]
+cfg = load_config(dbutils.widgets.get("config"), overrides)
+stage = dbutils.widgets.get("stage")
+run_id = dbutils.widgets.get("run_id") or None
 assert stage in STAGES, stage
-result = _stage_function(stage)(spark, cfg, run_id=run_id)  # noqa: F821 (the notebook's session)
+result = stage_function(stage)(spark, cfg, run_id=run_id)
 
 # COMMAND ----------
 
@@ -40,15 +41,17 @@ import json
 
 from jobs import storage, tables
 
-run = tables.open_run(spark, cfg, result.get("run_id") if isinstance(result, dict) else run_id, create=False)  # noqa: F821
+run = tables.open_run(
+    spark, cfg, result.get("run_id") if isinstance(result, dict) else run_id, create=False
+)
 metrics_path = run.path(tables.METRICS)
-if storage.exists(spark, metrics_path):  # noqa: F821
-    metrics = json.loads(storage.read_text(spark, metrics_path))  # noqa: F821
+if storage.exists(spark, metrics_path):
+    metrics = json.loads(storage.read_text(spark, metrics_path))
     rows = [
         {"segment": seg, "method": method, **values}
         for seg, body in metrics["segments"].items()
         for method, values in body["methods"].items()
     ]
-    display(spark.createDataFrame(rows))  # noqa: F821
+    display(spark.createDataFrame(rows))
 published = storage.join(run.root, cfg.output.published_name)
-display(spark.read.format(cfg.output.format).load(published).limit(50))  # noqa: F821
+display(spark.read.format(cfg.output.format).load(published).limit(50))

@@ -46,7 +46,9 @@ def check_run(spark, root, run_id, inputs, k=10):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     counts = manifest["stages"]["prepare"]["counts"]["interactions"]
     assert counts["rows_read"] == 4000 or counts["rows_read"] > 0
-    assert counts["used"] + counts["merged"] + sum(counts["dropped"].values()) == counts["rows_read"]
+    assert (
+        counts["used"] + counts["merged"] + sum(counts["dropped"].values()) == counts["rows_read"]
+    )
     recs = spark.read.parquet(str(root / "recommendations")).toPandas()
     assert list(recs.columns) == ["user_id", "rank", "item_id", "score"]
     assert recs.user_id.str.startswith("u").all() and recs.item_id.str.startswith("i").all()
@@ -87,7 +89,12 @@ def test_each_stage_alone_reads_the_previous_tables(spark, tmp_path, demo_inputs
         assert cli.main([stage, "--config", conf, "--run-id", "s1"]) == 0, stage
     check_run(spark, tmp_path / "out", "s1", demo_inputs)
     # Without --run-id, later stages use the latest run.
-    assert cli.main(["recommend", "--config", conf, "--set", "recommend.k=5", "--set", "evaluate.ks=[5]"]) == 0
+    assert (
+        cli.main(
+            ["recommend", "--config", conf, "--set", "recommend.k=5", "--set", "evaluate.ks=[5]"]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,7 +103,10 @@ def test_each_stage_alone_reads_the_previous_tables(spark, tmp_path, demo_inputs
         (["--set", "wals.rnak=3"], "error: unknown config key 'wals.rnak'"),
         (["--set", "wals.rank=0"], "error: wals.rank: must be an integer > 0, got 0"),
         (["--set", "data.interactions.path=/no/such/file.csv"], "no such file or directory"),
-        (["--set", "data.interactions.user_col=uid"], "column 'uid' (from data.interactions.user_col)"),
+        (
+            ["--set", "data.interactions.user_col=uid"],
+            "column 'uid' (from data.interactions.user_col)",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(spark, tmp_path, demo_inputs, capsys, args, message):

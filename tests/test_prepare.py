@@ -37,7 +37,9 @@ def prepare_csv(spark, tmp_path, rows, **dotted):
     )
     report = prepare.run(spark, cfg, run_id="r1")
     run = tables.open_run(spark, cfg, "r1", create=False)
-    read = {n: tables.read_table(spark, run, n).toPandas() for n in ("users", "items", "interactions")}
+    read = {
+        n: tables.read_table(spark, run, n).toPandas() for n in ("users", "items", "interactions")
+    }
     return report, read
 
 
@@ -51,8 +53,8 @@ def test_duplicates_merge_and_string_ids_survive(spark, tmp_path):
     report, t = prepare_csv(spark, tmp_path, rows)
     counts = report["counts"]["interactions"]
     assert counts == {"rows_read": 4, "used": 3, "merged": 1, "dropped": {}}
-    users = dict(zip(t["users"].user_id, t["users"].user_idx))
-    items = dict(zip(t["items"].item_id, t["items"].item_idx))
+    users = dict(zip(t["users"].user_id, t["users"].user_idx, strict=True))
+    items = dict(zip(t["items"].item_id, t["items"].item_idx, strict=True))
     assert set(users) == {"alice", "bob"} and set(items) == {"007", "x9"}  # "007" not 7
     assert sorted(users.values()) == [0, 1] and sorted(items.values()) == [0, 1]
     pair = t["interactions"].query(f"user_idx == {users['alice']} and item_idx == {items['007']}")
@@ -97,7 +99,10 @@ def test_time_decay_weights_each_event_before_merging(spark, tmp_path):
 @pytest.mark.parametrize(
     "rows, message",
     [
-        ([("a", "i1", -1, 1), ("a", "i2", 1, 1)], "1 of 2 rows have a negative strength in column 'plays'"),
+        (
+            [("a", "i1", -1, 1), ("a", "i2", 1, 1)],
+            "1 of 2 rows have a negative strength in column 'plays'",
+        ),
         ([("a", "i1", "nan", 1), ("a", "i2", 1, 1)], "a NaN strength in column 'plays'"),
         ([("a", "i1", "inf", 1), ("a", "i2", 1, 1)], "an infinite strength in column 'plays'"),
         ([("a", "i1", "lots", 1), ("a", "i2", 1, 1)], "a non-numeric strength in column 'plays'"),
@@ -139,11 +144,15 @@ def test_invalid_rows_dropped_are_counted_and_add_up(spark, tmp_path):
 def test_missing_column_empty_input_and_missing_path(spark, tmp_path):
     path = write_csv(tmp_path, [("a", "i1", 1, 1)])
     cfg = make_config(tmp_path, path, **{"data.interactions.user_col": "customer"})
-    with pytest.raises(InputDataError, match="column 'customer' .from data.interactions.user_col. not found"):
+    with pytest.raises(
+        InputDataError, match="column 'customer' .from data.interactions.user_col. not found"
+    ):
         prepare.run(spark, cfg, run_id="r")
     empty = write_csv(tmp_path, [], name="empty.csv")
     cfg = make_config(
-        tmp_path, empty, **{"data.interactions.user_col": "user", "data.interactions.item_col": "item"}
+        tmp_path,
+        empty,
+        **{"data.interactions.user_col": "user", "data.interactions.item_col": "item"},
     )
     with pytest.raises(InputDataError, match="data.interactions: the input has no rows"):
         prepare.run(spark, cfg, run_id="r")
@@ -154,8 +163,12 @@ def test_missing_column_empty_input_and_missing_path(spark, tmp_path):
 
 def test_index_is_dense_deterministic_and_refuses_too_many_ids(spark):
     ids = spark.createDataFrame([(f"id{n % 37:03d}",) for n in range(500)], "user_id string")
-    first = assign_dense_index(ids.repartition(7), id_col="user_id", idx_col="user_idx", what="users")
-    second = assign_dense_index(ids.repartition(3), id_col="user_id", idx_col="user_idx", what="users")
+    first = assign_dense_index(
+        ids.repartition(7), id_col="user_id", idx_col="user_idx", what="users"
+    )
+    second = assign_dense_index(
+        ids.repartition(3), id_col="user_id", idx_col="user_idx", what="users"
+    )
     a = first.toPandas().sort_values("user_id")
     b = second.toPandas().sort_values("user_id")
     assert a.user_idx.tolist() == list(range(37)) == b.user_idx.tolist()
@@ -164,9 +177,15 @@ def test_index_is_dense_deterministic_and_refuses_too_many_ids(spark):
 
 
 def _user_events(spark, n_users=30, per_user=20):
-    rows = [(u, i, float(i), 1000 + i * 10 + u) for u in range(n_users) for i in range(u % 7, u % 7 + per_user)]
+    rows = [
+        (u, i, float(i), 1000 + i * 10 + u)
+        for u in range(n_users)
+        for i in range(u % 7, u % 7 + per_user)
+    ]
     rows.append((n_users, 0, 1.0, 5))  # a user with a single interaction stays in train
-    return spark.createDataFrame(rows, "user_idx int, item_idx int, strength double, timestamp long")
+    return spark.createDataFrame(
+        rows, "user_idx int, item_idx int, strength double, timestamp long"
+    )
 
 
 def test_random_split_per_user_fraction_seeded(spark):

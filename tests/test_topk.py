@@ -20,7 +20,10 @@ def random_problem(seed=0, n_users=57, n_items=83, rank=6):
     rng = np.random.default_rng(seed)
     users = rng.normal(size=(n_users, rank)).astype(np.float32)
     items = rng.normal(size=(n_items, rank)).astype(np.float32)
-    seen = {u: set(rng.choice(n_items, size=rng.integers(0, 20), replace=False).tolist()) for u in range(n_users)}
+    seen = {
+        u: set(rng.choice(n_items, size=rng.integers(0, 20), replace=False).tolist())
+        for u in range(n_users)
+    }
     seen[3] = set(range(n_items - 4))  # fewer unseen items than k: all remaining are listed
     return users, items, seen
 
@@ -45,7 +48,9 @@ def test_top_k_block_matches_brute_force_with_exclusion(monkeypatch):
     assert (rows == 3).sum() == 4
     ranks = ranks_within_rows(rows)
     assert ranks[rows == 0].tolist() == list(range(1, 11))
-    np.testing.assert_allclose(scores[rows == 0], np.sort((users[0] @ items.T)[expected[0]])[::-1], rtol=1e-5)
+    np.testing.assert_allclose(
+        scores[rows == 0], np.sort((users[0] @ items.T)[expected[0]])[::-1], rtol=1e-5
+    )
 
 
 def test_ties_are_broken_by_item_index():
@@ -65,7 +70,9 @@ def test_spark_blocks_match_brute_force(spark, exclude):
     idf = spark.createDataFrame(
         [(i, items[i].tolist()) for i in range(len(items))], "item_idx int, factors array<float>"
     )
-    sdf = spark.createDataFrame([(u, sorted(s)) for u, s in seen.items()], "user_idx int, seen array<int>")
+    sdf = spark.createDataFrame(
+        [(u, sorted(s)) for u, s in seen.items()], "user_idx int, seen array<int>"
+    )
     top = recommend_top_k(
         udf, idf, k=7, seen=sdf if exclude else None, users_per_block=10, items_per_block=20
     ).toPandas()

@@ -26,8 +26,12 @@ def test_checkerboard_recovers_each_users_own_block(spark, tmp_path):
     train = spark.createDataFrame(rows, "user_idx int, item_idx int, rating float, split string")
     wals = WalsConfig(rank=2, reg=0.1, alpha=10.0, iterations=15, user_blocks=2, item_blocks=2)
     model = fit_wals(train, wals, str(tmp_path / "ckpt"))
-    users = model.userFactors.select(F.col("id").alias("user_idx"), F.col("features").alias("factors"))
-    items = model.itemFactors.select(F.col("id").alias("item_idx"), F.col("features").alias("factors"))
+    users = model.userFactors.select(
+        F.col("id").alias("user_idx"), F.col("features").alias("factors")
+    )
+    items = model.itemFactors.select(
+        F.col("id").alias("item_idx"), F.col("features").alias("factors")
+    )
     top = recommend_top_k(users, items, k=5, seen=seen_items(train)).toPandas()
     seen = {(u, i) for u, i, _, _ in rows}
     assert len(top) == 60 * 5

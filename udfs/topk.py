@@ -8,7 +8,7 @@ merges the partial lists when there is more than one item block.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
