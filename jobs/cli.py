@@ -14,6 +14,7 @@ from jobs.errors import WalsRobertaError
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("jobs.prepare", "run"),
     "train": ("jobs.train_wals", "run"),
+    "embed": ("jobs.embed_items", "run"),
     "recommend": ("jobs.recommend", "run"),
     "evaluate": ("jobs.evaluate", "run"),
     "publish": ("jobs.pipeline", "publish_run"),

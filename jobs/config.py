@@ -102,6 +102,21 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """Text encoder: a hub id (from the local cache), a local directory, or
+    ``package:<module>`` for a Python package that ships weights (the demo's MiniLM)."""
+
+    model: str = "roberta-base"
+    pooling: Literal["cls", "mean", "last4_mean"] = "mean"
+    max_length: int = 128
+    batch_size: int = 64
+    normalize: bool = True
+    device: str = "auto"
+    arrow_batch_size: int = 1024
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     ks: tuple[int, ...] = (10, 20, 50)
 
@@ -114,6 +129,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     wals: WalsConfig = field(default_factory=WalsConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +209,16 @@ def validate(cfg: Config) -> None:
     _require(r.k > 0, "recommend.k", "an integer > 0", r.k)
     _require(r.users_per_block > 0, "recommend.users_per_block", "an integer > 0")
     _require(r.items_per_block > 0, "recommend.items_per_block", "an integer > 0")
+    e = cfg.encoder
+    _require(e.max_length > 0, "encoder.max_length", "an integer > 0", e.max_length)
+    _require(e.batch_size > 0, "encoder.batch_size", "an integer > 0", e.batch_size)
+    _require(e.arrow_batch_size > 0, "encoder.arrow_batch_size", "an integer > 0")
+    _require(
+        e.device in ("auto", "cpu") or e.device.startswith("cuda"),
+        "encoder.device",
+        "auto (the task's GPU when Spark schedules GPUs, else CPU), cpu or cuda[:N]",
+        e.device,
+    )
     ks = cfg.evaluate.ks
     _require(len(ks) > 0 and all(k > 0 for k in ks), "evaluate.ks", "a list of integers > 0", ks)
     if s.holdout != "none" and max(ks) > r.k:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import evaluate, prepare, recommend, tables, train_wals
+from jobs import embed_items, evaluate, prepare, recommend, tables, train_wals
 from jobs.config import Config
 
 
@@ -27,6 +27,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     results: dict[str, Any] = {"run_id": run_.run_id, "run_dir": run_.dir}
     results["prepare"] = prepare.run(spark, cfg, run_.run_id)
     results["train"] = train_wals.run(spark, cfg, run_.run_id)
+    if cfg.data.items.text_template is not None:
+        results["embed"] = embed_items.run(spark, cfg, run_.run_id)
     results["recommend"] = recommend.run(spark, cfg, run_.run_id)
     if cfg.split.holdout != "none":
         results["evaluate"] = evaluate.run(spark, cfg, run_.run_id)

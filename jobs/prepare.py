@@ -1,6 +1,6 @@
 """Stage ``prepare``: validate raw interactions, merge duplicates, index ids, rate, split.
 
-Writes ``users(user_id, user_idx)``, ``items(item_id, item_idx)`` and
+Writes ``users(user_id, user_idx)``, ``items(item_id, item_idx, text, text_hash)`` and
 ``interactions(user_idx, item_idx, strength, rating, timestamp, n_events, split)``, and
 the row accounting to the manifest: rows read = used + merged + dropped (per reason).
 """
@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from jobs import columns as C
 from jobs import tables
 from jobs.config import Config
+from jobs.errors import ConfigError, InputDataError
 from jobs.indexing import assign_dense_index
 from jobs.inputs import (
     check_rows,
@@ -26,6 +27,7 @@ from jobs.inputs import (
     require_columns,
     timestamp_seconds,
 )
+from jobs.item_text import TEXT, TEXT_HASH, catalog_text, check_template
 from jobs.splitting import split_interactions
 
 SECONDS_PER_DAY = 86_400.0
@@ -96,28 +98,43 @@ def confidence_rating(strength: Column, *, form: str, log_epsilon: float = 1.0) 
     return rating.cast("float")
 
 
-def item_ids_from_catalog(
+def read_catalog(
     spark: SparkSession, cfg: Config
-) -> tuple[DataFrame | None, dict[str, int]]:
-    """Distinct ids of the item metadata table, if configured, with its row accounting."""
+) -> tuple[DataFrame | None, DataFrame | None, dict[str, Any]]:
+    """The item metadata table, if configured: its distinct ids, the item text built by
+    ``data.items.text_template`` (``(item_id, text, text_hash)``, or None without a
+    template), and its row accounting."""
     src = cfg.data.items
     if src.path is None:
-        return None, {}
+        if src.text_template is not None:
+            raise ConfigError("data.items.text_template is set but data.items.path is not")
+        return None, None, {}
     raw = read_source(spark, src.path, src.format, "data.items", src.csv_delimiter)
     require_columns(raw, {"id_col": src.id_col}, "data.items")
-    ids = raw.select(id_column(raw, src.id_col).alias(C.ITEM_ID))
-    counts = ids.agg(
-        F.count(F.lit(1)).alias("read"),
-        F.count(F.when(F.col(C.ITEM_ID).isNull(), 1)).alias("null_id"),
-        F.countDistinct(C.ITEM_ID).alias("distinct"),
-    ).first()
-    report = {
+    if src.text_template is not None:
+        check_template(src.text_template, raw.columns)
+    catalog = raw.withColumn(C.ITEM_ID, id_column(raw, src.id_col)).filter(
+        F.col(C.ITEM_ID).isNotNull()
+    )
+    counts = raw.agg(F.count(F.lit(1)).alias("read")).first()
+    ids = catalog.select(C.ITEM_ID).distinct()
+    n_ids = ids.count()
+    n_valid = catalog.count()
+    report: dict[str, Any] = {
         "rows_read": int(counts["read"]),
-        "used": int(counts["distinct"]),
-        "merged": int(counts["read"] - counts["null_id"] - counts["distinct"]),
-        "dropped": {"null_item_id": int(counts["null_id"])} if counts["null_id"] else {},
+        "used": n_ids,
+        "merged": n_valid - n_ids,
+        "dropped": {"null_item_id": int(counts["read"]) - n_valid}
+        if counts["read"] > n_valid
+        else {},
     }
-    return ids.filter(F.col(C.ITEM_ID).isNotNull()).distinct(), report
+    if report["rows_read"] == 0:
+        raise InputDataError("data.items: the input has no rows (an empty catalog)")
+    texts = None
+    if src.text_template is not None:
+        texts, text_counts = catalog_text(catalog, src.text_template)
+        report["text"] = text_counts
+    return ids, texts, report
 
 
 def _same_id_type(a: DataFrame, b: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -128,6 +145,19 @@ def _same_id_type(a: DataFrame, b: DataFrame) -> tuple[DataFrame, DataFrame]:
         a.withColumn(C.ITEM_ID, as_text),
         b.withColumn(C.ITEM_ID, as_text),
     )
+
+
+def with_text(items: DataFrame, texts: DataFrame | None) -> DataFrame:
+    """``items(item_id, item_idx)`` with ``text`` and ``text_hash`` (null without text)."""
+    if texts is None:
+        return items.select(
+            C.ITEM_ID,
+            C.ITEM_IDX,
+            F.lit(None).cast("string").alias(TEXT),
+            F.lit(None).cast("string").alias(TEXT_HASH),
+        )
+    texts = texts.withColumn(C.ITEM_ID, F.col(C.ITEM_ID).cast(items.schema[C.ITEM_ID].dataType))
+    return items.join(texts, C.ITEM_ID, "left").select(C.ITEM_ID, C.ITEM_IDX, TEXT, TEXT_HASH)
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -164,13 +194,16 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         merged = merge_duplicates(events).persist(StorageLevel.MEMORY_AND_DISK)
         n_pairs = merged.count()
 
-        catalog_ids, catalog_report = item_ids_from_catalog(spark, cfg)
+        catalog_ids, texts, catalog_report = read_catalog(spark, cfg)
         item_ids = merged.select(C.ITEM_ID)
         if catalog_ids is not None:
             merged, catalog_ids = _same_id_type(merged, catalog_ids)
             item_ids = merged.select(C.ITEM_ID).unionByName(catalog_ids)
         users = assign_dense_index(merged, id_col=C.USER_ID, idx_col=C.USER_IDX, what="users")
-        items = assign_dense_index(item_ids, id_col=C.ITEM_ID, idx_col=C.ITEM_IDX, what="items")
+        items = with_text(
+            assign_dense_index(item_ids, id_col=C.ITEM_ID, idx_col=C.ITEM_IDX, what="items"),
+            texts,
+        )
         report["rows"]["users"] = tables.write_table(spark, run_, "users", users)
         report["rows"]["items"] = tables.write_table(spark, run_, "items", items)
         users = tables.read_table(spark, run_, "users")

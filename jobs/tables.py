@@ -33,6 +33,7 @@ PRODUCER = {
     "interactions": "prepare",
     "user_factors": "train",
     "item_factors": "train",
+    "item_embeddings": "embed",
     "recommendations": "recommend",
 }
 

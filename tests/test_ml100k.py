@@ -7,6 +7,7 @@ import pytest
 
 from jobs import cli
 from tests.conftest import REPO
+from tests.encoders import MINILM
 
 pytestmark = pytest.mark.spark
 
@@ -25,6 +26,8 @@ def two_runs(spark, ml100k, tmp_path_factory):
         f"data.items.path={ml100k / 'items.csv'}",
         "--set",
         f"output.root={root}",
+        "--set",
+        f"encoder.model={MINILM}",  # no model hub here: the packaged MiniLM
     ]
     for run_id in ("a", "b"):
         assert cli.main([*base, "--run-id", run_id]) == 0

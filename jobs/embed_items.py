@@ -1,0 +1,129 @@
+"""Stage ``embed``: item-text embeddings on executors, with a cache across runs.
+
+Writes ``item_embeddings(item_idx, item_id, text_hash, embedding array<float>)``. The cache
+(``encoder.cache_dir``, default ``<output.root>/embedding_cache``) holds one vector per
+(encoder fingerprint, text hash): a re-run encodes only new or changed texts, and a
+different model, pooling or max length (a new fingerprint) encodes everything again.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import columns as C
+from jobs import storage, tables
+from jobs.config import Config, EncoderConfig
+from jobs.errors import ConfigError
+from jobs.item_text import TEXT, TEXT_HASH
+from udfs.text_encoder import EncoderSpec, embedding_udf, encoder_fingerprint
+
+EMBEDDING = "embedding"
+FINGERPRINT = "fingerprint"
+
+
+def encoder_spec(e: EncoderConfig) -> EncoderSpec:
+    return EncoderSpec(
+        model=e.model,
+        pooling=e.pooling,
+        max_length=e.max_length,
+        batch_size=e.batch_size,
+        normalize=e.normalize,
+        device=e.device,
+    )
+
+
+def cache_path(cfg: Config, run: tables.Run) -> str:
+    if cfg.encoder.cache_dir:
+        return storage.normalize(cfg.encoder.cache_dir)
+    return storage.join(run.root, "embedding_cache")
+
+
+def cached_vectors(spark: SparkSession, path: str, fingerprint: str) -> DataFrame | None:
+    """``(text_hash, embedding)`` cached for this fingerprint, or None."""
+    if not storage.exists(spark, storage.join(path, f"{FINGERPRINT}={fingerprint}")):
+        return None
+    cached = spark.read.parquet(path).filter(F.col(FINGERPRINT) == fingerprint)
+    # Two runs may have appended the same text: keep one vector per hash (they are equal).
+    return cached.groupBy(TEXT_HASH).agg(F.first(EMBEDDING).alias(EMBEDDING))
+
+
+def texts_to_encode(items: DataFrame, cached: DataFrame | None) -> DataFrame:
+    """One row per distinct text hash that has no cached vector."""
+    texts = items.filter(F.col(TEXT).isNotNull()).groupBy(TEXT_HASH).agg(F.min(TEXT).alias(TEXT))
+    if cached is None:
+        return texts
+    return texts.join(cached.select(TEXT_HASH), TEXT_HASH, "left_anti")
+
+
+def encode(todo: DataFrame, spec: EncoderSpec, n_texts: int, arrow_batch_size: int) -> DataFrame:
+    """``(text_hash, embedding)``: the texts spread evenly over the executors' cores."""
+    spark = todo.sparkSession
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_size))
+    slots = spark.sparkContext.defaultParallelism
+    partitions = max(1, min(n_texts, max(slots, math.ceil(n_texts / arrow_batch_size))))
+    embed = embedding_udf(spec)
+    return todo.repartition(partitions, TEXT_HASH).select(
+        TEXT_HASH, embed(F.col(TEXT)).alias(EMBEDDING)
+    )
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
+    if cfg.data.items.text_template is None:
+        raise ConfigError(
+            "embed: data.items.text_template is not set, so items have no text; set it, e.g. "
+            '"{title} ({year}). Genres: {genres}", and run prepare again'
+        )
+    run_ = tables.open_run(spark, cfg, run_id, create=False)
+    spec = encoder_spec(cfg.encoder)
+    with tables.stage(spark, run_, "embed", cfg) as report:
+        items = tables.read_table(spark, run_, "items")
+        fingerprint = encoder_fingerprint(spec)
+        cache = cache_path(cfg, run_)
+        todo = texts_to_encode(items, cached_vectors(spark, cache, fingerprint))
+        n_todo = todo.count()
+        if n_todo:
+            fresh = encode(todo, spec, n_todo, cfg.encoder.arrow_batch_size).select(
+                TEXT_HASH,
+                EMBEDDING,
+                F.lit(spec.model).alias("model"),
+                F.lit(datetime.now(UTC).isoformat(timespec="seconds")).alias("encoded_at"),
+                F.lit(fingerprint).alias(FINGERPRINT),
+            )
+            fresh.write.mode("append").partitionBy(FINGERPRINT).parquet(cache)
+        vectors = cached_vectors(spark, cache, fingerprint)
+        with_text = items.filter(F.col(TEXT).isNotNull())
+        embeddings = with_text.join(vectors, TEXT_HASH).select(
+            C.ITEM_IDX, C.ITEM_ID, TEXT_HASH, EMBEDDING
+        )
+        n_rows = tables.write_table(spark, run_, "item_embeddings", embeddings)
+        n_items = items.count()
+        n_with_text = with_text.count()
+        report["rows"]["item_embeddings"] = n_rows
+        report["counts"] = {
+            "items": n_items,
+            "empty_text": n_items - n_with_text,
+            "encoded_texts": n_todo,
+            "reused_texts": with_text.select(TEXT_HASH).distinct().count() - n_todo,
+        }
+        report["encoder"] = {
+            "model": spec.model,
+            "fingerprint": fingerprint,
+            "pooling": spec.pooling,
+            "max_length": spec.max_length,
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.cli import run_stage
+
+    return run_stage("embed", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
