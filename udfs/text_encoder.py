@@ -83,7 +83,9 @@ def load_encoder(model: str, device: str = "cpu"):
     """``(tokenizer, model)`` in eval mode on ``device``. Never runs remote code; prefers
     safetensors; a missing model fails at once with how to stage it (no hub retry loop)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per worker would flood executor logs
     path = resolve_model_path(model)
     local = Path(path).is_dir()
     looks_like_path = path.startswith((".", "/", "~")) or path.count("/") > 1
