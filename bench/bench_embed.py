@@ -27,7 +27,8 @@ def texts_from_catalog(path: str, repeat: int) -> list[str]:
     """ML-100k-style item texts, repeated with a suffix so every text is distinct."""
     items = pd.read_csv(path)
     base = [f"{r.title} ({r.year}). Genres: {r.genres}" for r in items.itertuples()]
-    return [t if k == 0 else f"{t} [{k}]" for k in range(repeat) for t in base]
+    texts = [t if k == 0 else f"{t} [{k}]" for k in range(repeat) for t in base]
+    return list(dict.fromkeys(texts))  # the catalog repeats a few titles: distinct texts only
 
 
 def single_process(texts: list[str], model: str, threads: int, max_length: int, batch: int) -> dict:
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     texts = texts_from_catalog(args.items, args.repeat)
     single = single_process(texts, args.model, args.slots, args.max_length, args.batch_size)
+    print(f"single process: {single}", flush=True)
     spark = spark_stage(texts, args.model, args.slots, args.max_length, args.batch_size)
     result = {
         "benchmark": "embed",

@@ -24,6 +24,7 @@ from udfs.text_encoder import EncoderSpec, embedding_udf, encoder_fingerprint
 
 EMBEDDING = "embedding"
 FINGERPRINT = "fingerprint"
+TEXTS_PER_TASK = 50_000
 
 
 def encoder_spec(e: EncoderConfig) -> EncoderSpec:
@@ -61,11 +62,16 @@ def texts_to_encode(items: DataFrame, cached: DataFrame | None) -> DataFrame:
 
 
 def encode(todo: DataFrame, spec: EncoderSpec, n_texts: int, arrow_batch_size: int) -> DataFrame:
-    """``(text_hash, embedding)``: the texts spread evenly over the executors' cores."""
+    """``(text_hash, embedding)``: the texts spread evenly over the executors' cores.
+
+    The partition count is a multiple of the task slots, so that no wave of tasks leaves
+    cores idle, with at most ``TEXTS_PER_TASK`` texts per task.
+    """
     spark = todo.sparkSession
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_size))
     slots = spark.sparkContext.defaultParallelism
-    partitions = max(1, min(n_texts, max(slots, math.ceil(n_texts / arrow_batch_size))))
+    waves = max(1, math.ceil(n_texts / (slots * TEXTS_PER_TASK)))
+    partitions = max(1, min(n_texts, slots * waves))
     embed = embedding_udf(spec)
     return todo.repartition(partitions, TEXT_HASH).select(
         TEXT_HASH, embed(F.col(TEXT)).alias(EMBEDDING)
@@ -82,6 +88,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     spec = encoder_spec(cfg.encoder)
     with tables.stage(spark, run_, "embed", cfg) as report:
         items = tables.read_table(spark, run_, "items")
+        stats = items.agg(
+            F.count(F.lit(1)).alias("items"),
+            F.count(TEXT).alias("with_text"),
+            F.countDistinct(TEXT_HASH).alias("texts"),
+        ).first()
         fingerprint = encoder_fingerprint(spec)
         cache = cache_path(cfg, run_)
         todo = texts_to_encode(items, cached_vectors(spark, cache, fingerprint))
@@ -100,15 +111,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         embeddings = with_text.join(vectors, TEXT_HASH).select(
             C.ITEM_IDX, C.ITEM_ID, TEXT_HASH, EMBEDDING
         )
-        n_rows = tables.write_table(spark, run_, "item_embeddings", embeddings)
-        n_items = items.count()
-        n_with_text = with_text.count()
-        report["rows"]["item_embeddings"] = n_rows
+        report["rows"]["item_embeddings"] = tables.write_table(
+            spark, run_, "item_embeddings", embeddings
+        )
         report["counts"] = {
-            "items": n_items,
-            "empty_text": n_items - n_with_text,
+            "items": stats["items"],
+            "empty_text": stats["items"] - stats["with_text"],
             "encoded_texts": n_todo,
-            "reused_texts": with_text.select(TEXT_HASH).distinct().count() - n_todo,
+            "reused_texts": stats["texts"] - n_todo,
         }
         report["encoder"] = {
             "model": spec.model,
