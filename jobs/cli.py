@@ -15,6 +15,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("jobs.prepare", "run"),
     "train": ("jobs.train_wals", "run"),
     "embed": ("jobs.embed_items", "run"),
+    "project": ("jobs.project_items", "run"),
     "recommend": ("jobs.recommend", "run"),
     "evaluate": ("jobs.evaluate", "run"),
     "publish": ("jobs.pipeline", "publish_run"),

@@ -117,6 +117,17 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class ProjectionConfig:
+    """Ridge map from text embeddings to WALS factors, fitted on warm items."""
+
+    min_interactions: int = 2
+    lambdas: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+    holdout_fraction: float = 0.1
+    blend_shrinkage: float = 0.0
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     ks: tuple[int, ...] = (10, 20, 50)
 
@@ -130,6 +141,7 @@ class Config:
     wals: WalsConfig = field(default_factory=WalsConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,6 +231,16 @@ def validate(cfg: Config) -> None:
         "auto (the task's GPU when Spark schedules GPUs, else CPU), cpu or cuda[:N]",
         e.device,
     )
+    pr = cfg.projection
+    _require(pr.min_interactions > 0, "projection.min_interactions", "an integer > 0")
+    _require(
+        len(pr.lambdas) > 0 and all(lam > 0 for lam in pr.lambdas),
+        "projection.lambdas",
+        "a list of numbers > 0",
+        pr.lambdas,
+    )
+    _require(0 < pr.holdout_fraction < 1, "projection.holdout_fraction", "in (0, 1)")
+    _require(pr.blend_shrinkage >= 0, "projection.blend_shrinkage", "a number >= 0 (0: off)")
     ks = cfg.evaluate.ks
     _require(len(ks) > 0 and all(k > 0 for k in ks), "evaluate.ks", "a list of integers > 0", ks)
     if s.holdout != "none" and max(ks) > r.k:

@@ -17,11 +17,14 @@ from jobs.errors import ConfigError
 from jobs.metrics import format_table, ranking_metrics
 from jobs.recommend import seen_items, top_k_lists
 
+RANDOM_DIM = 16
+
 
 def popularity_lists(
     interactions: DataFrame, users: DataFrame, items: DataFrame, rc: RecommendConfig, k: int
 ) -> DataFrame:
-    """Most popular training items per user, the user's own training items excluded.
+    """Most popular training items of ``items`` per user, the user's own training items
+    excluded.
 
     Scored by the same blocked top-k as the model: users get the vector [1] and items
     [training count], so ties are broken the same way (by item index).
@@ -49,6 +52,74 @@ def evaluate_lists(
     }
 
 
+def random_lists(
+    users: DataFrame, items: DataFrame, rc: RecommendConfig, k: int, seed: int
+) -> DataFrame:
+    """A seeded random ranking per user: users and items get hash-seeded random vectors, so
+    dot products order the items differently for each user, reproducibly."""
+
+    def vector(idx_col: str, salt: str) -> F.Column:
+        coords = [
+            F.pmod(F.xxhash64(F.lit(seed), F.lit(salt), F.lit(j), F.col(idx_col)), F.lit(1 << 20))
+            / F.lit(float(1 << 20))
+            - F.lit(0.5)
+            for j in range(RANDOM_DIM)
+        ]
+        return F.array(*[c.cast("float") for c in coords]).alias(C.FACTORS)
+
+    return top_k_lists(
+        users.select(C.USER_IDX, vector(C.USER_IDX, "u")),
+        items.select(C.ITEM_IDX, vector(C.ITEM_IDX, "i")),
+        None,
+        rc,
+        k=k,
+    )
+
+
+def segment_lists(
+    spark: SparkSession, run: tables.Run, cfg: Config, k: int
+) -> dict[str, tuple[DataFrame, DataFrame, dict[str, DataFrame]]]:
+    """For each segment: (item universe, held-out pairs, {method: lists}).
+
+    all: every held-out interaction, the production lists. With item vectors from the
+    projection stage also warm (held-out interactions on warm items, ranked over warm items)
+    and cold (interactions with items unseen in training, ranked over those items only).
+    """
+    interactions = tables.read_table(spark, run, "interactions")
+    users = tables.read_table(spark, run, "users")
+    items = tables.read_table(spark, run, "items")
+    test = interactions.filter(F.col(C.SPLIT) == C.TEST).select(C.USER_IDX, C.ITEM_IDX)
+    recs = lists_by_index(tables.read_table(spark, run, "recommendations"), users, items)
+    segments = {
+        "all": (
+            items,
+            test,
+            {
+                "wals": recs,
+                "popularity": popularity_lists(interactions, users, items, cfg.recommend, k),
+            },
+        )
+    }
+    if not tables.has_table(spark, run, "item_vectors"):
+        return segments
+    vectors = tables.read_table(spark, run, "item_vectors")
+    user_factors = tables.read_table(spark, run, "user_factors")
+    seen = seen_items(interactions)
+    is_cold = F.col(C.SOURCE) == "projected"
+    for name, cond, baseline in (("warm", ~is_cold, "popularity"), ("cold", is_cold, "random")):
+        universe = vectors.filter(cond)
+        pairs = test.join(universe.select(C.ITEM_IDX), C.ITEM_IDX)
+        model = top_k_lists(
+            user_factors, universe, seen, cfg.recommend, k=k, item_vector_col=C.VECTOR
+        )
+        if baseline == "popularity":
+            base = popularity_lists(interactions, users, universe, cfg.recommend, k)
+        else:
+            base = random_lists(users, universe, cfg.recommend, k, cfg.split.seed)
+        segments[name] = (universe, pairs, {"wals": model, baseline: base})
+    return segments
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     if cfg.split.holdout == "none":
         raise ConfigError(
@@ -58,45 +129,41 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     ks = tuple(sorted(cfg.evaluate.ks))
     with tables.stage(spark, run_, "evaluate", cfg) as report:
-        interactions = tables.read_table(spark, run_, "interactions")
-        users = tables.read_table(spark, run_, "users")
-        items = tables.read_table(spark, run_, "items")
-        test = interactions.filter(F.col(C.SPLIT) == C.TEST).select(C.USER_IDX, C.ITEM_IDX)
-        recs = tables.read_table(spark, run_, "recommendations")
-        lists = {
-            "wals": lists_by_index(recs, users, items),
-            "popularity": popularity_lists(interactions, users, items, cfg.recommend, max(ks)),
-        }
-        n_catalog = items.count()
-        results = evaluate_lists(lists, test, ks, n_catalog)
-        model, base = results["wals"], results["popularity"]
+        results: dict[str, Any] = {}
+        for name, (universe, pairs, lists) in segment_lists(spark, run_, cfg, max(ks)).items():
+            n_items = universe.count()
+            methods = evaluate_lists(lists, pairs, ks, n_items)
+            model = methods["wals"]
+            baseline = next(m for m in methods if m != "wals")
+            results[name] = {
+                "users": model["users"],
+                "relevant": model["relevant"],
+                "items": n_items,
+                "methods": methods,
+                f"lift_over_{baseline}": {
+                    f"recall@{k}": _ratio(model[f"recall@{k}"], methods[baseline][f"recall@{k}"])
+                    for k in ks
+                },
+            }
+            title = (
+                f"segment {name}: {model['users']:,} users, {model['relevant']:,} held-out "
+                f"interactions, ranked over {n_items:,} items"
+            )
+            print(format_table(title, methods, ks), flush=True)
         metrics = {
             "protocol": {
                 "holdout": cfg.split.holdout,
                 "fraction": cfg.split.fraction,
                 "seed": cfg.split.seed,
+                "cold_item_fraction": cfg.split.cold_item_fraction,
                 "ks": list(ks),
-                "catalog_items": n_catalog,
             },
-            "segments": {
-                "all": {
-                    "users": model["users"],
-                    "relevant": model["relevant"],
-                    "methods": results,
-                    "lift_over_popularity": {
-                        f"recall@{k}": _ratio(model[f"recall@{k}"], base[f"recall@{k}"]) for k in ks
-                    },
-                }
-            },
+            "segments": results,
         }
         storage.write_text(spark, run_.path(tables.METRICS), json.dumps(metrics, indent=2))
         tables.update_manifest(spark, run_, metrics=metrics)
-        title = (
-            f"segment all: {model['users']:,} users, {model['relevant']:,} held-out interactions"
-        )
-        print(format_table(title, results, ks), flush=True)
         report["metrics_path"] = run_.path(tables.METRICS)
-        report["rows"]["evaluated_users"] = model["users"]
+        report["rows"]["evaluated_users"] = results["all"]["users"]
     return metrics
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import embed_items, evaluate, prepare, recommend, tables, train_wals
+from jobs import embed_items, evaluate, prepare, project_items, recommend, tables, train_wals
 from jobs.config import Config
 
 
@@ -29,6 +29,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     results["train"] = train_wals.run(spark, cfg, run_.run_id)
     if cfg.data.items.text_template is not None:
         results["embed"] = embed_items.run(spark, cfg, run_.run_id)
+        results["project"] = project_items.run(spark, cfg, run_.run_id)
     results["recommend"] = recommend.run(spark, cfg, run_.run_id)
     if cfg.split.holdout != "none":
         results["evaluate"] = evaluate.run(spark, cfg, run_.run_id)

@@ -67,6 +67,17 @@ def with_original_ids(top: DataFrame, users: DataFrame, items: DataFrame) -> Dat
     )
 
 
+def cold_share(recs: DataFrame, item_vectors: DataFrame) -> float:
+    """Share of list rows whose item has a projected (cold) vector."""
+    sources = item_vectors.select(C.ITEM_ID, C.SOURCE)
+    row = (
+        recs.join(sources, C.ITEM_ID)
+        .agg(F.avg(F.when(F.col(C.SOURCE) == "projected", 1.0).otherwise(0.0)))
+        .first()
+    )
+    return round(float(row[0] or 0.0), 6)
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     with tables.stage(spark, run_, "recommend", cfg) as report:
@@ -81,6 +92,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         )
         report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
         report["k"] = cfg.recommend.k
+        if vector_col == C.VECTOR:
+            report["cold_share"] = cold_share(
+                tables.read_table(spark, run_, "recommendations"), item_vectors
+            )
         report["exclude_seen"] = cfg.recommend.exclude_seen
     return report
 

@@ -34,6 +34,7 @@ PRODUCER = {
     "user_factors": "train",
     "item_factors": "train",
     "item_embeddings": "embed",
+    "item_vectors": "project",
     "recommendations": "recommend",
 }
 
