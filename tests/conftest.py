@@ -56,6 +56,24 @@ def make_config(tmp_path: Path, interactions: str, **dotted) -> Config:
     return config_from_dict(raw)
 
 
+def ml100k_pipeline_args(ml100k: Path, root: Path, *overrides: str) -> list[str]:
+    """The documented ML-100k command: conf/default.yaml on the shared data, the packaged
+    MiniLM (no model hub here), plus ``key=value`` overrides."""
+    from tests.encoders import MINILM
+
+    settings = [
+        f"data.interactions.path={ml100k / 'interactions.csv'}",
+        f"data.items.path={ml100k / 'items.csv'}",
+        f"output.root={root}",
+        f"encoder.model={MINILM}",
+        *overrides,
+    ]
+    args = ["pipeline", "--config", str(REPO / "conf" / "default.yaml")]
+    for item in settings:
+        args += ["--set", item]
+    return args
+
+
 @pytest.fixture(scope="session")
 def ml100k() -> Path:
     if not (ML100K / "interactions.csv").is_file():

@@ -5,31 +5,14 @@ import json
 import pytest
 
 from jobs import cli
-from tests.conftest import REPO
-from tests.encoders import MINILM
+from tests.conftest import ml100k_pipeline_args
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def test_cold_items_are_found_and_published(spark, ml100k, tmp_path):
     root = tmp_path / "out"
-    args = [
-        "pipeline",
-        "--config",
-        str(REPO / "conf" / "default.yaml"),
-        "--set",
-        f"data.interactions.path={ml100k / 'interactions.csv'}",
-        "--set",
-        f"data.items.path={ml100k / 'items.csv'}",
-        "--set",
-        f"output.root={root}",
-        "--set",
-        f"encoder.model={MINILM}",
-        "--set",
-        "split.cold_item_fraction=0.2",
-        "--run-id",
-        "cold",
-    ]
+    args = [*ml100k_pipeline_args(ml100k, root, "split.cold_item_fraction=0.2"), "--run-id", "cold"]
     assert cli.main(args) == 0
     run = root / "runs" / "cold"
     segments = json.loads((run / "metrics.json").read_text())["segments"]

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from jobs import cli
-from tests.conftest import REPO
-from tests.encoders import MINILM
+from tests.conftest import ml100k_pipeline_args
 
 pytestmark = pytest.mark.spark
 
@@ -16,19 +15,7 @@ pytestmark = pytest.mark.spark
 def two_runs(spark, ml100k, tmp_path_factory):
     """The documented command twice, same config and seed, two run directories."""
     root = tmp_path_factory.mktemp("ml100k") / "out"
-    base = [
-        "pipeline",
-        "--config",
-        str(REPO / "conf" / "default.yaml"),
-        "--set",
-        f"data.interactions.path={ml100k / 'interactions.csv'}",
-        "--set",
-        f"data.items.path={ml100k / 'items.csv'}",
-        "--set",
-        f"output.root={root}",
-        "--set",
-        f"encoder.model={MINILM}",  # no model hub here: the packaged MiniLM
-    ]
+    base = ml100k_pipeline_args(ml100k, root)
     for run_id in ("a", "b"):
         assert cli.main([*base, "--run-id", run_id]) == 0
     return root
