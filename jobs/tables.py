@@ -75,7 +75,7 @@ def open_run(spark: SparkSession, cfg: Config, run_id: str | None, create: bool)
         if create:
             run_id = new_run_id()
         else:
-            runs = [n for n in storage.list_names(spark, storage.join(root, "runs"))]
+            runs = storage.list_names(spark, storage.join(root, "runs"))
             if not runs:
                 raise RunStateError(
                     f"no run under {root}/runs: run `prepare` (or `pipeline`) first, "
