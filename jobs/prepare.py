@@ -113,28 +113,27 @@ def read_catalog(
     require_columns(raw, {"id_col": src.id_col}, "data.items")
     if src.text_template is not None:
         check_template(src.text_template, raw.columns)
-    catalog = raw.withColumn(C.ITEM_ID, id_column(raw, src.id_col)).filter(
-        F.col(C.ITEM_ID).isNotNull()
-    )
-    counts = raw.agg(F.count(F.lit(1)).alias("read")).first()
-    ids = catalog.select(C.ITEM_ID).distinct()
-    n_ids = ids.count()
-    n_valid = catalog.count()
+    typed = raw.withColumn(C.ITEM_ID, id_column(raw, src.id_col))
+    counts = typed.agg(
+        F.count(F.lit(1)).alias("read"),
+        F.count(C.ITEM_ID).alias("valid"),
+        F.countDistinct(C.ITEM_ID).alias("distinct"),
+    ).first()
+    n_read, n_valid, n_ids = int(counts["read"]), int(counts["valid"]), int(counts["distinct"])
     report: dict[str, Any] = {
-        "rows_read": int(counts["read"]),
+        "rows_read": n_read,
         "used": n_ids,
         "merged": n_valid - n_ids,
-        "dropped": {"null_item_id": int(counts["read"]) - n_valid}
-        if counts["read"] > n_valid
-        else {},
+        "dropped": {"null_item_id": n_read - n_valid} if n_read > n_valid else {},
     }
     if report["rows_read"] == 0:
         raise InputDataError("data.items: the input has no rows (an empty catalog)")
+    catalog = typed.filter(F.col(C.ITEM_ID).isNotNull())
     texts = None
     if src.text_template is not None:
         texts, text_counts = catalog_text(catalog, src.text_template)
         report["text"] = text_counts
-    return ids, texts, report
+    return catalog.select(C.ITEM_ID).distinct(), texts, report
 
 
 def _same_id_type(a: DataFrame, b: DataFrame) -> tuple[DataFrame, DataFrame]:
