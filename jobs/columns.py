@@ -18,3 +18,4 @@ SEEN = "seen"
 
 TRAIN = "train"
 TEST = "test"
+FOLD_IN = "fold_in"  # history of held-out users: given at scoring time, not trained on

@@ -74,6 +74,9 @@ class SplitConfig:
     seed: int = 42
     time_cutoff: int | None = None
     cold_item_fraction: float = 0.0
+    # Users held out of training entirely: the non-test part of their history becomes
+    # ``fold_in`` (given at scoring time), their test part is scored (strong generalisation).
+    heldout_user_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class WalsConfig:
 class RecommendConfig:
     k: int = 50
     exclude_seen: bool = True
+    # Users with interactions but no trained factors: closed-form WALS solve, the
+    # confidence-weighted mean of their item vectors, or no list.
+    fold_in: Literal["solve", "mean", "none"] = "solve"
     users_per_block: int = 4096
     items_per_block: int = 65536
 
@@ -130,6 +136,9 @@ class ProjectionConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     ks: tuple[int, ...] = (10, 20, 50)
+    # With held-out users: also train a reference model that includes their given history,
+    # to report how close fold-in gets to having them in training.
+    trained_reference: bool = True
 
 
 @dataclass(frozen=True)
@@ -213,6 +222,12 @@ def validate(cfg: Config) -> None:
     s = cfg.split
     _require(0 < s.fraction < 1, "split.fraction", "a number in (0, 1)", s.fraction)
     _require(0 <= s.cold_item_fraction < 1, "split.cold_item_fraction", "in [0, 1)")
+    _require(0 <= s.heldout_user_fraction < 1, "split.heldout_user_fraction", "in [0, 1)")
+    if s.holdout == "none" and (s.cold_item_fraction > 0 or s.heldout_user_fraction > 0):
+        raise ConfigError(
+            "split.cold_item_fraction and split.heldout_user_fraction need a holdout: "
+            "set split.holdout=random or time"
+        )
     if s.holdout == "time" and cfg.data.interactions.timestamp_col is None:
         raise ConfigError(
             "split.holdout=time needs data.interactions.timestamp_col (the column of event times)"

@@ -1,6 +1,6 @@
-"""Stage ``evaluate``: ranking metrics of the run's lists on the held-out split, against a
-popularity baseline scored on the same split. Writes ``metrics.json`` in the run directory
-and prints a table."""
+"""Stage ``evaluate``: ranking metrics of the run's lists on the held-out split, per segment
+(all, warm items, cold items, held-out users), against baselines scored on the same split.
+Writes ``metrics.json`` in the run directory and prints a table."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from jobs import storage, tables
 from jobs.config import Config, RecommendConfig
 from jobs.errors import ConfigError
 from jobs.metrics import format_table, ranking_metrics
-from jobs.recommend import seen_items, top_k_lists
+from jobs.recommend import known_history, seen_items, top_k_lists
+from jobs.train_wals import fit_wals
 
 RANDOM_DIM = 16
 
@@ -79,11 +80,14 @@ def random_lists(
 def segment_lists(
     spark: SparkSession, run: tables.Run, cfg: Config, k: int
 ) -> dict[str, tuple[DataFrame, DataFrame, dict[str, DataFrame]]]:
-    """For each segment: (item universe, held-out pairs, {method: lists}).
+    """For each segment: (item universe, held-out pairs, {method: lists}); the first method
+    is the model, the second its baseline.
 
     all: every held-out interaction, the production lists. With item vectors from the
     projection stage also warm (held-out interactions on warm items, ranked over warm items)
     and cold (interactions with items unseen in training, ranked over those items only).
+    With held-out users, new_users: their held-out interactions on trained items, ranked over
+    those items, fold-in against popularity and a model trained with them.
     """
     interactions = tables.read_table(spark, run, "interactions")
     users = tables.read_table(spark, run, "users")
@@ -100,24 +104,75 @@ def segment_lists(
             },
         )
     }
-    if not tables.has_table(spark, run, "item_vectors"):
-        return segments
-    vectors = tables.read_table(spark, run, "item_vectors")
-    user_factors = tables.read_table(spark, run, "user_factors")
     seen = seen_items(interactions)
-    is_cold = F.col(C.SOURCE) == "projected"
-    for name, cond, baseline in (("warm", ~is_cold, "popularity"), ("cold", is_cold, "random")):
-        universe = vectors.filter(cond)
-        pairs = test.join(universe.select(C.ITEM_IDX), C.ITEM_IDX)
-        model = top_k_lists(
-            user_factors, universe, seen, cfg.recommend, k=k, item_vector_col=C.VECTOR
+    user_factors = tables.read_table(spark, run, "user_factors").select(C.USER_IDX, C.FACTORS)
+    if tables.has_table(spark, run, "fold_in_factors"):
+        folded = tables.read_table(spark, run, "fold_in_factors")
+        user_factors = user_factors.unionByName(folded.select(C.USER_IDX, C.FACTORS))
+    if tables.has_table(spark, run, "item_vectors"):
+        vectors = tables.read_table(spark, run, "item_vectors")
+        is_cold = F.col(C.SOURCE) == "projected"
+        for name, cond, baseline in (("warm", ~is_cold, "popularity"), ("cold", is_cold, "random")):
+            universe = vectors.filter(cond)
+            pairs = test.join(universe.select(C.ITEM_IDX), C.ITEM_IDX)
+            model = top_k_lists(
+                user_factors, universe, seen, cfg.recommend, k=k, item_vector_col=C.VECTOR
+            )
+            if baseline == "popularity":
+                base = popularity_lists(interactions, users, universe, cfg.recommend, k)
+            else:
+                base = random_lists(users, universe, cfg.recommend, k, cfg.split.seed)
+            segments[name] = (universe, pairs, {"wals": model, baseline: base})
+        trained_items = vectors.filter(~is_cold).select(C.ITEM_IDX, F.col(C.VECTOR))
+    else:
+        trained_items = tables.read_table(spark, run, "item_factors").select(
+            C.ITEM_IDX, F.col(C.FACTORS).alias(C.VECTOR)
         )
-        if baseline == "popularity":
-            base = popularity_lists(interactions, users, universe, cfg.recommend, k)
-        else:
-            base = random_lists(users, universe, cfg.recommend, k, cfg.split.seed)
-        segments[name] = (universe, pairs, {"wals": model, baseline: base})
+    if tables.has_table(spark, run, "fold_in_factors"):
+        segments.update(new_user_segment(spark, run, cfg, k, interactions, trained_items, seen))
     return segments
+
+
+def new_user_segment(
+    spark: SparkSession,
+    run: tables.Run,
+    cfg: Config,
+    k: int,
+    interactions: DataFrame,
+    trained_items: DataFrame,
+    seen: DataFrame,
+) -> dict[str, tuple[DataFrame, DataFrame, dict[str, DataFrame]]]:
+    """Held-out users scored by fold-in, against popularity and, when
+    ``evaluate.trained_reference``, against the lists of a model trained with their given
+    history (same settings and seed), over the same items."""
+    folded = tables.read_table(spark, run, "fold_in_factors").select(C.USER_IDX, C.FACTORS)
+    new_users = folded.select(C.USER_IDX)
+    pairs = (
+        interactions.filter(F.col(C.SPLIT) == C.TEST)
+        .join(new_users, C.USER_IDX)
+        .join(trained_items.select(C.ITEM_IDX), C.ITEM_IDX)
+        .select(C.USER_IDX, C.ITEM_IDX)
+    )
+    methods = {
+        "fold_in": top_k_lists(
+            folded, trained_items, seen, cfg.recommend, k=k, item_vector_col=C.VECTOR
+        ),
+        "popularity": popularity_lists(interactions, new_users, trained_items, cfg.recommend, k),
+    }
+    if cfg.evaluate.trained_reference:
+        model = fit_wals(
+            known_history(interactions),
+            cfg.wals,
+            storage.join(run.root, "checkpoints", f"{run.run_id}-reference"),
+        )
+        ref_users = model.userFactors.select(
+            F.col("id").alias(C.USER_IDX), F.col("features").alias(C.FACTORS)
+        ).join(new_users, C.USER_IDX)
+        ref_items = model.itemFactors.select(
+            F.col("id").alias(C.ITEM_IDX), F.col("features").alias(C.FACTORS)
+        ).join(trained_items.select(C.ITEM_IDX), C.ITEM_IDX)
+        methods["trained"] = top_k_lists(ref_users, ref_items, seen, cfg.recommend, k=k)
+    return {"new_users": (trained_items, pairs, methods)}
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -132,19 +187,23 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         results: dict[str, Any] = {}
         for name, (universe, pairs, lists) in segment_lists(spark, run_, cfg, max(ks)).items():
             n_items = universe.count()
+            if n_items == 0:
+                continue
             methods = evaluate_lists(lists, pairs, ks, n_items)
-            model = methods["wals"]
-            baseline = next(m for m in methods if m != "wals")
+            model_name, *others = methods
+            model = methods[model_name]
             results[name] = {
                 "users": model["users"],
                 "relevant": model["relevant"],
                 "items": n_items,
                 "methods": methods,
-                f"lift_over_{baseline}": {
-                    f"recall@{k}": _ratio(model[f"recall@{k}"], methods[baseline][f"recall@{k}"])
-                    for k in ks
-                },
             }
+            for other in others:
+                label = "trained_in_model" if other == "trained" else f"lift_over_{other}"
+                results[name][label] = {
+                    f"recall@{k}": _ratio(model[f"recall@{k}"], methods[other][f"recall@{k}"])
+                    for k in ks
+                }
             title = (
                 f"segment {name}: {model['users']:,} users, {model['relevant']:,} held-out "
                 f"interactions, ranked over {n_items:,} items"
@@ -156,6 +215,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 "fraction": cfg.split.fraction,
                 "seed": cfg.split.seed,
                 "cold_item_fraction": cfg.split.cold_item_fraction,
+                "heldout_user_fraction": cfg.split.heldout_user_fraction,
                 "ks": list(ks),
             },
             "segments": results,

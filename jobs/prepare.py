@@ -230,6 +230,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             seed=split.seed,
             time_cutoff=split.time_cutoff,
             cold_item_fraction=split.cold_item_fraction,
+            heldout_user_fraction=split.heldout_user_fraction,
         )
         report["rows"]["interactions"] = tables.write_table(
             spark, run_, "interactions", interactions

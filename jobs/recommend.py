@@ -2,6 +2,9 @@
 
 Writes ``recommendations(user_id, rank, item_id, score)`` with original ids, rank from 1.
 Scoring runs on executors in :mod:`udfs.topk` (blocked matrix products, ``torch.topk``).
+Users with known history but no trained factors (held-out users, users who arrived after
+training) are folded in first (:mod:`jobs.fold_in`) and written to ``fold_in_factors``;
+they get lists like everyone else.
 """
 
 from __future__ import annotations
@@ -14,13 +17,19 @@ from pyspark.sql import functions as F
 from jobs import columns as C
 from jobs import tables
 from jobs.config import Config, RecommendConfig
+from jobs.fold_in import fold_in_users
 from udfs.topk import recommend_top_k
 
 
+def known_history(interactions: DataFrame) -> DataFrame:
+    """What is known of each user at scoring time: training and fold-in rows, not test."""
+    return interactions.filter(F.col(C.SPLIT) != C.TEST)
+
+
 def seen_items(interactions: DataFrame) -> DataFrame:
-    """``(user_idx, seen)``: each user's training items, sorted."""
+    """``(user_idx, seen)``: each user's known items (training and fold-in), sorted."""
     return (
-        interactions.filter(F.col(C.SPLIT) == C.TRAIN)
+        known_history(interactions)
         .groupBy(C.USER_IDX)
         .agg(F.sort_array(F.collect_list(C.ITEM_IDX)).alias(C.SEEN))
     )
@@ -32,6 +41,36 @@ def item_vectors_for_scoring(spark: SparkSession, run: tables.Run) -> tuple[Data
     if tables.has_table(spark, run, "item_vectors"):
         return tables.read_table(spark, run, "item_vectors"), C.VECTOR
     return tables.read_table(spark, run, "item_factors"), C.FACTORS
+
+
+def fold_in_vectors(
+    interactions: DataFrame,
+    user_factors: DataFrame,
+    item_vectors: DataFrame,
+    vector_col: str,
+    cfg: Config,
+) -> DataFrame:
+    """``(user_idx, factors)`` for users with known history but no trained factors, by the
+    configured fold-in method. YᵀY is taken over the items the model was trained on (not
+    the projected cold items); the user's own items may be any item with a vector."""
+    history = known_history(interactions).join(
+        user_factors.select(C.USER_IDX), C.USER_IDX, "left_anti"
+    )
+    trained_items = (
+        item_vectors.filter(F.col(C.SOURCE) != "projected")
+        if vector_col == C.VECTOR
+        else item_vectors
+    )
+    return fold_in_users(
+        history,
+        item_vectors,
+        gram_items=trained_items,
+        vector_col=vector_col,
+        rank=cfg.wals.rank,
+        reg=cfg.wals.reg,
+        alpha=cfg.wals.alpha,
+        method=cfg.recommend.fold_in,
+    )
 
 
 def top_k_lists(
@@ -83,13 +122,20 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     with tables.stage(spark, run_, "recommend", cfg) as report:
         user_factors = tables.read_table(spark, run_, "user_factors")
         item_vectors, vector_col = item_vectors_for_scoring(spark, run_)
-        seen = seen_items(tables.read_table(spark, run_, "interactions"))
-        top = top_k_lists(
-            user_factors, item_vectors, seen, cfg.recommend, item_vector_col=vector_col
-        )
-        recs = with_original_ids(
-            top, tables.read_table(spark, run_, "users"), tables.read_table(spark, run_, "items")
-        )
+        interactions = tables.read_table(spark, run_, "interactions")
+        users = tables.read_table(spark, run_, "users")
+        scored = user_factors.select(C.USER_IDX, C.FACTORS)
+        if cfg.recommend.fold_in != "none":
+            folded = fold_in_vectors(interactions, user_factors, item_vectors, vector_col, cfg)
+            report["rows"]["fold_in_factors"] = tables.write_table(
+                spark, run_, "fold_in_factors", folded.join(users, C.USER_IDX)
+            )
+            folded = tables.read_table(spark, run_, "fold_in_factors")
+            scored = scored.unionByName(folded.select(C.USER_IDX, C.FACTORS))
+        report["fold_in"] = cfg.recommend.fold_in
+        seen = seen_items(interactions)
+        top = top_k_lists(scored, item_vectors, seen, cfg.recommend, item_vector_col=vector_col)
+        recs = with_original_ids(top, users, tables.read_table(spark, run_, "items"))
         report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
         report["k"] = cfg.recommend.k
         if vector_col == C.VECTOR:

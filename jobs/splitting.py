@@ -16,10 +16,20 @@ def _seeded_hash(seed: int, *cols: str) -> Column:
     return F.xxhash64(F.lit(seed), *[F.col(c) for c in cols])
 
 
+def _hashed_share(seed: int, salt: str, col: str, fraction: float) -> Column:
+    """True for about ``fraction`` of the values of ``col``, chosen by a seeded hash."""
+    bucket = F.pmod(F.xxhash64(F.lit(seed), F.lit(salt), F.col(col)), F.lit(_HASH_BUCKETS))
+    return bucket < F.lit(int(round(fraction * _HASH_BUCKETS)))
+
+
 def cold_item_flag(df: DataFrame, *, fraction: float, seed: int) -> Column:
     """True for the items held out entirely (about ``fraction`` of them, chosen by hash)."""
-    bucket = F.pmod(F.xxhash64(F.lit(seed), F.lit("cold"), F.col(C.ITEM_IDX)), F.lit(_HASH_BUCKETS))
-    return bucket < F.lit(int(round(fraction * _HASH_BUCKETS)))
+    return _hashed_share(seed, "cold", C.ITEM_IDX, fraction)
+
+
+def heldout_user_flag(*, fraction: float, seed: int) -> Column:
+    """True for the users kept out of training (about ``fraction`` of them)."""
+    return _hashed_share(seed, "user", C.USER_IDX, fraction)
 
 
 def split_interactions(
@@ -30,8 +40,9 @@ def split_interactions(
     seed: int,
     time_cutoff: int | None = None,
     cold_item_fraction: float = 0.0,
+    heldout_user_fraction: float = 0.0,
 ) -> DataFrame:
-    """Add ``split`` ∈ {train, test}.
+    """Add ``split`` ∈ {train, test, fold_in}.
 
     - ``none``: everything is train (production runs).
     - ``random``: per user, round(fraction × n) interactions chosen by a seeded hash go to
@@ -40,6 +51,10 @@ def split_interactions(
       latest round(fraction × n) interactions (ties broken by item index) are test.
     - ``cold_item_fraction`` > 0 (with a holdout): all interactions of that share of items
       go to test, so those items are never seen in training.
+    - ``heldout_user_fraction`` > 0 (with a holdout): that share of users is kept out of
+      training; their test rows are chosen as for everyone, the rest of their history is
+      ``fold_in``: given at scoring time, never trained on. The test rows do not depend on
+      this setting, so runs with and without held-out users score the same pairs.
     """
     if holdout == "none":
         return df.withColumn(C.SPLIT, F.lit(C.TRAIN))
@@ -61,5 +76,10 @@ def split_interactions(
     if cold_item_fraction > 0:
         split = F.when(
             cold_item_flag(df, fraction=cold_item_fraction, seed=seed), C.TEST
+        ).otherwise(split)
+    if heldout_user_fraction > 0:
+        split = F.when(
+            heldout_user_flag(fraction=heldout_user_fraction, seed=seed) & (split == C.TRAIN),
+            C.FOLD_IN,
         ).otherwise(split)
     return df.withColumn(C.SPLIT, split)

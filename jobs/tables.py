@@ -36,6 +36,7 @@ PRODUCER = {
     "item_embeddings": "embed",
     "item_vectors": "project",
     "recommendations": "recommend",
+    "fold_in_factors": "recommend",
 }
 
 

@@ -1,4 +1,5 @@
-"""Cold start end to end on MovieLens 100K: 20% of items held out entirely."""
+"""Cold start end to end on MovieLens 100K: 20% of items held out entirely; 10% of users
+kept out of training and scored by fold-in."""
 
 import json
 
@@ -36,3 +37,20 @@ def test_cold_items_are_found_and_published(spark, ml100k, tmp_path):
     vectors = spark.read.parquet(str(run / "item_vectors"))
     cold_rows = recs.join(vectors.filter("source = 'projected'"), "item_id").count()
     assert cold_rows > 0
+
+
+def test_heldout_users_by_fold_in_come_close_to_being_trained(spark, ml100k, tmp_path):
+    root = tmp_path / "out"
+    args = ml100k_pipeline_args(ml100k, root, "split.heldout_user_fraction=0.1")
+    assert cli.main([*args, "--run-id", "users"]) == 0
+    new = json.loads((root / "runs" / "users" / "metrics.json").read_text())["segments"][
+        "new_users"
+    ]
+    fold_in, trained = new["methods"]["fold_in"], new["methods"]["trained"]
+    print(
+        f"held-out users: {new['users']}, fold-in Recall@20 {fold_in['recall@20']:.4f}, "
+        f"trained {trained['recall@20']:.4f}, ratio {new['trained_in_model']['recall@20']}"
+    )
+    assert 70 < new["users"] < 120  # about 10% of 943
+    assert fold_in["recall@20"] >= 0.9 * trained["recall@20"]
+    assert fold_in["recall@20"] > 1.5 * new["methods"]["popularity"]["recall@20"]

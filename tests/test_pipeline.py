@@ -59,13 +59,34 @@ def check_run(spark, root, run_id, inputs, k=10):
     events = spark.read.parquet(str(run_dir / "interactions")).toPandas()
     users = spark.read.parquet(str(run_dir / "users")).toPandas()
     items = spark.read.parquet(str(run_dir / "items")).toPandas()
-    train = events[events.split == "train"].merge(users, on="user_idx").merge(items, on="item_idx")
-    overlap = recs.merge(train, on=["user_id", "item_id"])
-    assert overlap.empty, "a training item was recommended"
+    known = events[events.split != "test"].merge(users, on="user_idx").merge(items, on="item_idx")
+    overlap = recs.merge(known, on=["user_id", "item_id"])
+    assert overlap.empty, "an item the user already has (training or fold-in) was recommended"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     methods = metrics["segments"]["all"]["methods"]
     assert set(methods) == {"wals", "popularity"}
     return recs, manifest, metrics
+
+
+def test_heldout_users_are_folded_in_and_listed(spark, tmp_path, demo_inputs):
+    conf = write_config(tmp_path, demo_inputs)
+    args = ["pipeline", "--config", conf, "--run-id", "h1"]
+    assert cli.main([*args, "--set", "split.heldout_user_fraction=0.2"]) == 0
+    root = tmp_path / "out"
+    recs, manifest, metrics = check_run(spark, root, "h1", demo_inputs)
+    run_dir = root / "runs" / "h1"
+    trained = set(spark.read.parquet(str(run_dir / "user_factors")).toPandas().user_id)
+    folded = set(spark.read.parquet(str(run_dir / "fold_in_factors")).toPandas().user_id)
+    assert folded and not folded & trained
+    assert folded | trained == set(recs.user_id)  # every user has a list, held out or not
+    assert manifest["stages"]["recommend"]["rows"]["fold_in_factors"] == len(folded)
+    new = metrics["segments"]["new_users"]
+    assert set(new["methods"]) == {"fold_in", "popularity", "trained"}
+    assert new["users"] <= len(folded)
+    assert new["methods"]["fold_in"]["ndcg@10"] > new["methods"]["popularity"]["ndcg@10"]
+    assert new["trained_in_model"]["recall@10"] == pytest.approx(
+        new["methods"]["fold_in"]["recall@10"] / new["methods"]["trained"]["recall@10"], abs=1e-4
+    )
 
 
 def test_pipeline_command(spark, tmp_path, demo_inputs, capsys):

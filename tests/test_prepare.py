@@ -219,3 +219,20 @@ def test_cold_items_have_no_training_rows(spark):
     cold = set(split.item_idx) - trained
     assert 0 < len(cold) < split.item_idx.nunique()
     assert (split[split.item_idx.isin(cold)].split == C.TEST).all()
+
+
+def test_heldout_users_keep_their_test_rows_and_give_the_rest_as_fold_in(spark):
+    events = _user_events(spark)
+    plain = split_interactions(events, holdout="random", fraction=0.2, seed=1).toPandas()
+    held = split_interactions(
+        events, holdout="random", fraction=0.2, seed=1, heldout_user_fraction=0.3
+    ).toPandas()
+    merged = plain.merge(held, on=["user_idx", "item_idx"], suffixes=("_plain", "_held"))
+    assert len(merged) == len(plain) == len(held)
+    # The scored pairs are the same with and without held-out users.
+    assert ((merged.split_plain == C.TEST) == (merged.split_held == C.TEST)).all()
+    by_user = held.groupby("user_idx").split.agg(set)
+    heldout = by_user[by_user.apply(lambda s: C.FOLD_IN in s)]
+    assert 0 < len(heldout) < len(by_user)
+    # A held-out user has no training row at all.
+    assert all(C.TRAIN not in s for s in heldout)

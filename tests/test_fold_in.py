@@ -1,0 +1,90 @@
+"""Fold-in: the closed-form user step against numpy and against MLlib's own user factors."""
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from jobs import columns as C
+from jobs.config import WalsConfig
+from jobs.fold_in import fold_in_users, gram_matrix
+from jobs.train_wals import fit_wals
+
+pytestmark = pytest.mark.spark
+
+
+def dense_half_step(y: np.ndarray, prefs: dict[int, float], reg: float, alpha: float):
+    """Hu, Koren & Volinsky's user step written out with the full diagonal C_u and p_u over
+    every item (no shortcuts), MLlib's λ·n_u regularization."""
+    n_items, rank = y.shape
+    c = np.ones(n_items)
+    p = np.zeros(n_items)
+    for i, r in prefs.items():
+        c[i] = 1 + alpha * r
+        p[i] = 1.0
+    a = y.T @ np.diag(c) @ y + reg * len(prefs) * np.eye(rank)
+    return np.linalg.solve(a, y.T @ np.diag(c) @ p)
+
+
+def frames(spark, y: np.ndarray, history: list[tuple[int, int, float]]):
+    items = spark.createDataFrame(
+        [(i, [float(v) for v in row]) for i, row in enumerate(y)],
+        "item_idx int, factors array<float>",
+    )
+    hist = spark.createDataFrame(history, "user_idx int, item_idx int, rating float")
+    return items, hist
+
+
+def test_fold_in_equals_a_dense_numpy_half_step(spark):
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(40, 5)).astype(np.float32)
+    history = []
+    for u in range(12):
+        for i in rng.choice(40, size=int(rng.integers(1, 9)), replace=False):
+            history.append((u, int(i), float(rng.integers(1, 4))))
+    items, hist = frames(spark, y, history)
+    got = {
+        r.user_idx: np.asarray(r.factors)
+        for r in fold_in_users(hist, items, rank=5, reg=0.3, alpha=4.0).collect()
+    }
+    assert sorted(got) == list(range(12))
+    for u in range(12):
+        prefs = {i: r for uu, i, r in history if uu == u}
+        want = dense_half_step(y.astype(np.float64), prefs, 0.3, 4.0)
+        np.testing.assert_allclose(got[u], want, rtol=1e-4, atol=1e-5)
+
+
+def test_weighted_mean_method(spark):
+    y = np.array([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]], dtype=np.float32)
+    items, hist = frames(spark, y, [(7, 0, 1.0), (7, 1, 3.0)])
+    (row,) = fold_in_users(hist, items, rank=2, reg=0.1, alpha=1.0, method="mean").collect()
+    # confidences 2 and 4: (2·[1,0] + 4·[0,2]) / 6
+    np.testing.assert_allclose(row.factors, [2 / 6, 8 / 6], rtol=1e-6)
+
+
+def test_gram_matrix_is_summed_over_partitions(spark):
+    y = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32)
+    items, _ = frames(spark, y, [(0, 0, 1.0)])
+    gram = gram_matrix(items.repartition(3), C.FACTORS, 4)
+    np.testing.assert_allclose(gram, y.astype(np.float64).T @ y, rtol=1e-5)
+
+
+def test_fold_in_gives_back_the_trained_user_factors(spark, tmp_path):
+    # MLlib's last step of each iteration solves the users against the final item factors,
+    # so folding a trained user's own history in must reproduce their factors.
+    rng = np.random.default_rng(5)
+    rows = [
+        (u, int(i), float(rng.integers(1, 5)))
+        for u in range(50)
+        for i in rng.choice(60, size=int(rng.integers(2, 15)), replace=False)
+    ]
+    train = spark.createDataFrame(rows, "user_idx int, item_idx int, rating float")
+    wals = WalsConfig(rank=6, reg=0.2, alpha=3.0, iterations=4, user_blocks=2, item_blocks=2)
+    model = fit_wals(train, wals, str(tmp_path / "ckpt"))
+    item_factors = model.itemFactors.select(
+        F.col("id").alias(C.ITEM_IDX), F.col("features").alias(C.FACTORS)
+    )
+    trained = {r.id: np.asarray(r.features) for r in model.userFactors.collect()}
+    folded = fold_in_users(train, item_factors, rank=6, reg=0.2, alpha=3.0).collect()
+    assert len(folded) == len(trained) == 50
+    for r in folded:
+        np.testing.assert_allclose(r.factors, trained[r.user_idx], rtol=2e-3, atol=2e-4)
