@@ -65,6 +65,9 @@ class OutputConfig:
     root: str = ""
     format: Literal["parquet", "delta"] = "parquet"
     published_name: str = "recommendations"
+    # Run directories kept after a publish (newest first; the published run always stays);
+    # unset keeps every run.
+    keep_runs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,8 @@ def validate(cfg: Config) -> None:
     """Range and cross-key checks; raises ConfigError naming the key."""
     _require(bool(cfg.data.interactions.path), "data.interactions.path", "a path or table name")
     _require(bool(cfg.output.root), "output.root", "a directory (local, hdfs://, s3a://, dbfs:/)")
+    keep = cfg.output.keep_runs
+    _require(keep is None or keep > 0, "output.keep_runs", "an integer > 0 or unset", keep)
     w = cfg.wals
     _require(w.rank > 0, "wals.rank", "an integer > 0", w.rank)
     _require(w.reg >= 0, "wals.reg", "a number >= 0", w.reg)

@@ -113,10 +113,20 @@ def read_table(spark: SparkSession, run: Run, name: str) -> DataFrame:
 
 
 def read_manifest(spark: SparkSession, run: Run) -> dict[str, Any]:
+    """The run's manifest. A writer killed between removing the old file and renaming the
+    new one in leaves only the complete ``.tmp`` copy; it is used then."""
     path = run.path(MANIFEST)
-    if not storage.exists(spark, path):
-        return {"run_id": run.run_id, "stages": {}}
-    return json.loads(storage.read_text(spark, path))
+    for candidate in (path, path + ".tmp"):
+        if storage.exists(spark, candidate):
+            try:
+                return json.loads(storage.read_text(spark, candidate))
+            except json.JSONDecodeError:
+                if candidate == path:
+                    raise RunStateError(
+                        f"the manifest of run {run.run_id} is not valid JSON ({path}); "
+                        "start a new run"
+                    ) from None
+    return {"run_id": run.run_id, "stages": {}}
 
 
 def update_manifest(spark: SparkSession, run: Run, **sections: Any) -> dict[str, Any]:
@@ -157,6 +167,9 @@ def stage(spark: SparkSession, run: Run, name: str, cfg: Config) -> Iterator[dic
     manifest = read_manifest(spark, run)
     if "config" not in manifest:
         update_manifest(spark, run, config=cfg.to_dict(), versions=versions())
+    # A stage that starts again is no longer complete until it finishes again, so a run
+    # killed here is never resumed past half-written tables.
+    _record_stage(spark, run, name, started, {"status": "running"})
     try:
         yield report
     except BaseException as exc:
@@ -189,17 +202,54 @@ def _utc_now() -> str:
 def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> str:
     """Copy a run table to ``<root>/<published_name>`` so readers never see it half written.
 
-    The copy is written under a staging name first and then swapped in by renames; the
-    previous version is removed only after the new one is in place.
+    Parquet: the copy is written under a staging name and swapped in by two renames; the
+    previous version is removed only after the new one is in place, and a swap cut off
+    between the renames is undone by :func:`recover_published` before anything else. Delta:
+    one overwrite transaction on the published table.
     """
     target = storage.join(run.root, published_name)
+    if run.fmt == "delta":
+        read_table(spark, run, table).write.format("delta").mode("overwrite").option(
+            "overwriteSchema", "true"
+        ).save(target)
+        return target
+    recover_published(spark, run.root, published_name)
     staging = storage.join(run.root, f".{published_name}.staging-{run.run_id}")
     previous = storage.join(run.root, f".{published_name}.previous-{run.run_id}")
     storage.delete(spark, staging)
     read_table(spark, run, table).write.format(run.fmt).mode("overwrite").save(staging)
+    if not storage.exists(spark, storage.join(staging, "_SUCCESS")):
+        raise RunStateError(f"the staged copy {staging} has no _SUCCESS marker; not published")
     if storage.exists(spark, target):
         storage.delete(spark, previous)
         storage.rename(spark, target, previous)
     storage.rename(spark, staging, target)
     storage.delete(spark, previous)
     return target
+
+
+def recover_published(spark: SparkSession, root: str, published_name: str) -> str | None:
+    """Put the previous published table back when a swap was cut off between its two
+    renames (the target missing, a ``.previous-*`` copy present). Returns what it restored."""
+    target = storage.join(root, published_name)
+    if storage.exists(spark, target):
+        return None
+    prefix = f".{published_name}.previous-"
+    leftovers = [n for n in storage.list_names(spark, root) if n.startswith(prefix)]
+    if not leftovers:
+        return None
+    # A run id starts with its start time, so the newest run's copy sorts last.
+    restored = storage.join(root, leftovers[-1])
+    storage.rename(spark, restored, target)
+    print(f"[publish] restored {target} from {restored}", file=sys.stderr, flush=True)
+    return restored
+
+
+def prune_runs(spark: SparkSession, root: str, keep: int, protect: str) -> list[str]:
+    """Delete all but the ``keep`` newest run directories (by name, i.e. start time for
+    generated ids), never ``protect`` (the run just published). Returns the deleted ids."""
+    runs = storage.list_names(spark, storage.join(root, "runs"))
+    doomed = [r for r in runs[: max(len(runs) - keep, 0)] if r != protect]
+    for run_id in doomed:
+        storage.delete(spark, storage.join(root, "runs", run_id))
+    return doomed

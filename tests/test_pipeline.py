@@ -101,6 +101,13 @@ def test_pipeline_command(spark, tmp_path, demo_inputs, capsys):
     # On data whose taste is structured, the model beats popularity.
     all_ = metrics["segments"]["all"]["methods"]
     assert all_["wals"]["ndcg@10"] > all_["popularity"]["ndcg@10"]
+    # The same run id again resumes: every stage is complete, so each is skipped.
+    assert cli.main(["pipeline", "--config", conf, "--run-id", "p1"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"[{s}] skipped" in err for s in manifest["stages"]) and "start" not in err
+    # ... but not under another config.
+    assert cli.main(["pipeline", "--config", conf, "--run-id", "p1", "--set", "wals.rank=4"]) == 2
+    assert "different config (changed: wals.rank)" in capsys.readouterr().err
 
 
 def test_each_stage_alone_reads_the_previous_tables(spark, tmp_path, demo_inputs):
