@@ -8,10 +8,18 @@ from jobs.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "demo.yaml", "large.yaml"])
 def test_shipped_configs_load(name):
     cfg = load_config(REPO / "conf" / name)
     assert cfg.wals.rank > 0 and cfg.recommend.k >= max(cfg.evaluate.ks)
+
+
+def test_large_preset_is_the_high_capacity_one():
+    cfg = load_config(REPO / "conf" / "large.yaml")
+    assert 200 <= cfg.wals.rank <= 500 and 0.01 <= cfg.wals.reg <= 0.1
+    assert 20 <= cfg.wals.iterations <= 30
+    assert cfg.encoder.model == "roberta-base" and cfg.encoder.pooling == "last4_mean"
+    assert 128 <= cfg.encoder.max_length <= 256
 
 
 def test_set_overrides_convert_types(tmp_path):
