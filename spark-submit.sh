@@ -1,28 +1,58 @@
 #!/usr/bin/env bash
 # Submit a wals-roberta stage (or the whole pipeline) with spark-submit.
 #
-#   ./spark-submit.sh [spark-submit options] <stage> --config FILE [--set key=value ...] [--run-id ID]
+#   ./spark-submit.sh [options] [spark-submit options] <stage> --config FILE [--set key=value ...] [--run-id ID]
 #
 # Everything before the stage name goes to spark-submit unchanged (--master, --deploy-mode,
 # --conf, --executor-memory, GPU settings such as
 # --conf spark.executor.resource.gpu.amount=1 ...); everything after it goes to the job.
-# The jobs and udfs packages are zipped and shipped with --py-files. Executors run
-# $PYSPARK_PYTHON (default: the python that runs this script's checks), which must have the
-# project's dependencies installed on every node.
+# Nothing is evaluated by the shell: every value is passed on as one quoted argument.
+#
+# Python on the executors (--env):
+#   auto (default)  local master: this machine's interpreter; any other master: the packed
+#                   environment below, built once and reused until setup.py or the code change
+#   pack            always ship the packed environment
+#   none            executors run $PYSPARK_PYTHON, which must exist on every node
+#   FILE.tar.gz     ship this packed environment (from venv-pack or conda-pack)
+# The packed environment is a virtualenv with the project's wheel and its dependencies
+# (torch pinned to the CPU build), packed with venv-pack into build/ and shipped with
+# --archives FILE#environment; executors (and the driver in --deploy-mode cluster) then
+# run ./environment/bin/python. As with any venv-pack archive, the nodes need the same
+# Python version at the same path as the machine that packed it.
+#
+# Other options of this script:
+#   --build-dir DIR   where the wheel and the packed environment are built (default: build)
+#   -h, --help        this text
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 stages=" prepare train embed project recommend evaluate publish pipeline "
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   echo "stages:${stages}"
 }
 
+die() {
+  echo "spark-submit.sh: $*" >&2
+  exit 2
+}
+
+env_mode="auto"
+build_dir="$here/build"
+master=""
+deploy_mode="client"
 submit_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
+    --env) [[ $# -gt 1 ]] || die "--env needs a value"; env_mode="$2"; shift 2; continue ;;
+    --env=*) env_mode="${1#--env=}"; shift; continue ;;
+    --build-dir) [[ $# -gt 1 ]] || die "--build-dir needs a value"; build_dir="$2"; shift 2; continue ;;
+    --master) [[ $# -gt 1 ]] && master="$2" ;;
+    --master=*) master="${1#--master=}" ;;
+    --deploy-mode) [[ $# -gt 1 ]] && deploy_mode="$2" ;;
+    --deploy-mode=*) deploy_mode="${1#--deploy-mode=}" ;;
   esac
   if [[ "$stages" == *" $1 "* ]]; then
     break
@@ -37,11 +67,7 @@ while [[ $# -gt 0 ]]; do
   fi
   shift
 done
-if [[ $# -eq 0 ]]; then
-  echo "spark-submit.sh: no stage given; one of:${stages}" >&2
-  usage >&2
-  exit 2
-fi
+[[ $# -gt 0 ]] || { usage >&2; die "no stage given; one of:${stages}"; }
 
 python_bin="${PYSPARK_PYTHON:-}"
 if [[ -z "$python_bin" ]]; then
@@ -58,9 +84,21 @@ if ! command -v "$submit_bin" >/dev/null 2>&1; then
   submit_bin="$spark_home/bin/spark-submit"
 fi
 
-build_dir="$(mktemp -d)"
-trap 'rm -rf "$build_dir"' EXIT
-"$python_bin" - "$here" "$build_dir/wals_roberta.zip" <<'PY'
+case "$env_mode" in
+  auto)
+    if [[ -z "$master" || "$master" == local* ]]; then env_mode="none"; else env_mode="pack"; fi ;;
+  none|pack) ;;
+  *.tar.gz|*.tgz|*.zip) [[ -f "$env_mode" ]] || die "--env: no such archive: $env_mode" ;;
+  *) die "--env must be auto, pack, none or an archive (.tar.gz), got: $env_mode" ;;
+esac
+
+# The project's code, shipped with --py-files (it is also inside a packed environment,
+# but the zip keeps a changed checkout in charge without rebuilding the environment).
+mkdir -p "$build_dir"
+zip_dir="$(mktemp -d)"
+trap 'rm -rf "$zip_dir"' EXIT
+code_zip="$zip_dir/wals_roberta.zip"
+"$python_bin" - "$here" "$code_zip" <<'PY'
 import pathlib, sys, zipfile
 root, target = pathlib.Path(sys.argv[1]), sys.argv[2]
 with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -69,9 +107,46 @@ with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.write(path, path.relative_to(root).as_posix())
 PY
 
-export PYSPARK_PYTHON="$python_bin"
+pack_env() {
+  # Rebuilt only when setup.py changes: the dependencies live there.
+  local stamp archive venv key
+  archive="$build_dir/wals_roberta_env.tar.gz"
+  stamp="$archive.key"
+  key="$("$python_bin" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$here/setup.py")"
+  if [[ -f "$archive" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
+    echo "$archive"
+    return
+  fi
+  venv="$build_dir/spark-env"
+  echo "spark-submit.sh: building the packed environment in $build_dir (once)" >&2
+  rm -rf "$venv" "$archive" "$stamp" "$build_dir/dist"
+  "$python_bin" -m pip wheel --quiet --no-deps --wheel-dir "$build_dir/dist" "$here" >&2
+  "$python_bin" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip >&2
+  "$venv/bin/pip" install --quiet "torch==2.13.0" >&2
+  "$venv/bin/pip" install --quiet "$build_dir"/dist/*.whl venv-pack >&2
+  "$venv/bin/venv-pack" --quiet --prefix "$venv" --output "$archive" >&2
+  echo "$key" > "$stamp"
+  echo "$archive"
+}
+
+env_args=()
+if [[ "$env_mode" == "none" ]]; then
+  export PYSPARK_PYTHON="$python_bin"
+  env_args+=(--conf "spark.pyspark.python=$python_bin")
+else
+  archive="$env_mode"
+  [[ "$env_mode" == "pack" ]] && archive="$(pack_env)"
+  env_args+=(--archives "$archive#environment" --conf "spark.pyspark.python=./environment/bin/python")
+  if [[ "$deploy_mode" == "cluster" ]]; then
+    env_args+=(--conf "spark.pyspark.driver.python=./environment/bin/python")
+  else
+    env_args+=(--conf "spark.pyspark.driver.python=$python_bin")
+  fi
+fi
+
 "$submit_bin" \
-  --conf "spark.pyspark.python=$python_bin" \
-  --py-files "$build_dir/wals_roberta.zip" \
+  "${env_args[@]}" \
+  --py-files "$code_zip" \
   "${submit_args[@]+"${submit_args[@]}"}" \
   "$here/jobs/cli.py" "$@"

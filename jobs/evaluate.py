@@ -128,7 +128,10 @@ def segment_lists(
         trained_items = tables.read_table(spark, run, "item_factors").select(
             C.ITEM_IDX, F.col(C.FACTORS).alias(C.VECTOR)
         )
-    if tables.has_table(spark, run, "fold_in_factors"):
+    if (
+        tables.has_table(spark, run, "fold_in_factors")
+        and not tables.read_table(spark, run, "fold_in_factors").isEmpty()
+    ):
         segments.update(new_user_segment(spark, run, cfg, k, interactions, trained_items, seen))
     return segments
 

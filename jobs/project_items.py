@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -75,6 +76,18 @@ def build_item_vectors(
     ).filter(F.col(C.VECTOR).isNotNull())
 
 
+def weights_frame(spark: SparkSession, w: np.ndarray) -> DataFrame:
+    """W as rows ``(row, weights)``: one per embedding dimension, the bias row last."""
+    rows = [(i, [float(v) for v in row]) for i, row in enumerate(w.astype(np.float32))]
+    return spark.createDataFrame(rows, "row int, weights array<float>").coalesce(1)
+
+
+def read_weights(spark: SparkSession, run: tables.Run) -> np.ndarray:
+    """The W a run's project stage fitted."""
+    rows = tables.read_table(spark, run, "projection").orderBy("row").collect()
+    return np.array([r["weights"] for r in rows], dtype=np.float32)
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     p = cfg.projection
@@ -122,6 +135,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             items, factors, projected, train_counts, blend_shrinkage=p.blend_shrinkage
         )
         report["rows"]["item_vectors"] = tables.write_table(spark, run_, "item_vectors", vectors)
+        # W itself, so a later refresh projects new items the same way without refitting.
+        report["rows"]["projection"] = tables.write_table(
+            spark, run_, "projection", weights_frame(spark, w)
+        )
         written = tables.read_table(spark, run_, "item_vectors")
         by_source = {
             r[C.SOURCE]: int(r["count"]) for r in written.groupBy(C.SOURCE).count().collect()

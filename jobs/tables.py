@@ -35,6 +35,7 @@ PRODUCER = {
     "item_factors": "train",
     "item_embeddings": "embed",
     "item_vectors": "project",
+    "projection": "project",
     "recommendations": "recommend",
     "fold_in_factors": "recommend",
 }
