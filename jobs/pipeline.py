@@ -54,8 +54,8 @@ def completed_stages(manifest: dict[str, Any], cfg: Config, run_id: str) -> set[
         return set()
     before = json.loads(json.dumps(manifest.get("config", {})))
     now = json.loads(json.dumps(cfg.to_dict()))
-    if before != now:
-        changed = sorted(_changed_keys(before, now))
+    changed = sorted(_changed_keys(before, now))
+    if changed:
         raise RunStateError(
             f"run {run_id} was started with a different config (changed: "
             f"{', '.join(changed[:5])}); resume it with the same config, or start a new run "
@@ -64,11 +64,14 @@ def completed_stages(manifest: dict[str, Any], cfg: Config, run_id: str) -> set[
     return done
 
 
-def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = set(a) | set(b)
-        return [k for key in keys for k in _changed_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+def _changed_keys(before: Any, now: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ; keys the earlier config did not have yet (a newer
+    version of this package added them) are not a change."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [
+            k for key in before for k in _changed_keys(before[key], now.get(key), f"{prefix}{key}.")
+        ]
+    return [] if before == now else [prefix.rstrip(".")]
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:

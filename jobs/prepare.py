@@ -19,6 +19,7 @@ from jobs.config import Config
 from jobs.errors import ConfigError, InputDataError
 from jobs.indexing import assign_dense_index
 from jobs.inputs import (
+    CheckedRows,
     check_rows,
     id_column,
     interaction_checks,
@@ -159,38 +160,46 @@ def with_text(items: DataFrame, texts: DataFrame | None) -> DataFrame:
     return items.join(texts, C.ITEM_ID, "left").select(C.ITEM_ID, C.ITEM_IDX, TEXT, TEXT_HASH)
 
 
+def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, CheckedRows, DataFrame]:
+    """The configured interactions read, checked and merged to one row per (user, item):
+    ``(raw, checked, merged)``; ``raw`` and ``merged`` are persisted (unpersist when done),
+    ``checked`` carries the read and dropped counts."""
+    src = cfg.data.interactions
+    raw = read_source(spark, src.path, src.format, "data.interactions", src.csv_delimiter)
+    # Checks, typing and merging read the input several times: parse it once.
+    raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+    require_columns(
+        raw,
+        {
+            "user_col": src.user_col,
+            "item_col": src.item_col,
+            "strength_col": src.strength_col,
+            "timestamp_col": src.timestamp_col,
+        },
+        "data.interactions",
+    )
+    std = standardize_interactions(
+        raw,
+        user_col=src.user_col,
+        item_col=src.item_col,
+        strength_col=src.strength_col,
+        timestamp_col=src.timestamp_col,
+    )
+    reasons, describe = interaction_checks(std, src.strength_col, src.timestamp_col)
+    checked = check_rows(
+        std, reasons, describe, "data.interactions", drop=src.invalid_rows == "drop"
+    )
+    events = checked.rows.drop("_raw_strength")
+    if cfg.wals.confidence == "time_decay":
+        events = weight_by_time_decay(events, half_life_days=cfg.wals.half_life_days)
+    merged = merge_duplicates(events).persist(StorageLevel.MEMORY_AND_DISK)
+    return raw, checked, merged
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     run_ = tables.open_run(spark, cfg, run_id, create=True)
-    src = cfg.data.interactions
     with tables.stage(spark, run_, "prepare", cfg) as report:
-        raw = read_source(spark, src.path, src.format, "data.interactions", src.csv_delimiter)
-        # Checks, typing and merging read the input several times: parse it once.
-        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
-        require_columns(
-            raw,
-            {
-                "user_col": src.user_col,
-                "item_col": src.item_col,
-                "strength_col": src.strength_col,
-                "timestamp_col": src.timestamp_col,
-            },
-            "data.interactions",
-        )
-        std = standardize_interactions(
-            raw,
-            user_col=src.user_col,
-            item_col=src.item_col,
-            strength_col=src.strength_col,
-            timestamp_col=src.timestamp_col,
-        )
-        reasons, describe = interaction_checks(std, src.strength_col, src.timestamp_col)
-        checked = check_rows(
-            std, reasons, describe, "data.interactions", drop=src.invalid_rows == "drop"
-        )
-        events = checked.rows.drop("_raw_strength")
-        if cfg.wals.confidence == "time_decay":
-            events = weight_by_time_decay(events, half_life_days=cfg.wals.half_life_days)
-        merged = merge_duplicates(events).persist(StorageLevel.MEMORY_AND_DISK)
+        raw, checked, merged = read_interactions(spark, cfg)
         n_pairs = merged.count()
 
         catalog_ids, texts, catalog_report = read_catalog(spark, cfg)

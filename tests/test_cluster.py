@@ -131,7 +131,8 @@ def conf_file(tmp_path_factory):
 def submit(cluster, conf_file, root, run_id, *, kill_worker_at=None):
     """Run spark-submit.sh against the cluster; optionally SIGKILL worker 0 (and its
     executor) two seconds into the given stage. Returns the driver's output."""
-    args = [str(REPO / "spark-submit.sh"), "--master", cluster.url,
+    # The packed environment (built once, reused) with the MiniLM the config names.
+    args = [str(REPO / "spark-submit.sh"), "--env-extras", "demo", "--master", cluster.url,
             "--conf", "spark.executor.memory=1g", "--conf", "spark.ui.enabled=false",
             "pipeline", "--config", str(conf_file), "--set", f"output.root={root}",
             "--run-id", run_id]  # fmt: skip

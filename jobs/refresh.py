@@ -1,0 +1,379 @@
+"""Stage ``refresh``: the daily update between full retrains, without training ALS again.
+
+``data.interactions`` (and optionally ``data.items``) name what arrived since the base run
+(``refresh.base_run``, default: the run currently published). A new run is written:
+
+1. ids: known users and items keep their indexes, new ones are numbered after them;
+   interactions of a known (user, item) pair are merged into it (strengths summed).
+2. text: new or changed item texts are embedded (the embedding cache makes every other
+   text a cache hit); items without interactions get the base run's projection W.
+3. users with new interactions are folded in against the item vectors (closed form);
+   then items with new interactions are folded in against the user vectors (the item step
+   of ALS, same closed form with the roles swapped).
+4. re-scoring. A user's list is computed again exactly when it can change:
+   the user's vector or seen items changed (new interactions), or their list holds an item
+   whose vector changed, or some changed or new item now scores at least their k-th score
+   (or their list is shorter than k). Any other user's list is provably the same as a full
+   re-score with the new vectors: no item in or above it moved, so it is kept.
+5. the new lists are published atomically. A full retrain stays the weekly path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import columns as C
+from jobs import embed_items, storage, tables
+from jobs.config import Config
+from jobs.errors import ConfigError, InputDataError, RunStateError
+from jobs.fold_in import fold_in_users
+from jobs.indexing import INT32_MAX, assign_dense_index
+from jobs.item_text import TEXT, TEXT_HASH
+from jobs.pipeline import publish_run
+from jobs.prepare import confidence_rating, read_catalog, read_interactions
+from jobs.project_items import EMBEDDING, read_weights
+from jobs.projection import project_embeddings
+from jobs.recommend import known_history, seen_items, top_k_lists, with_original_ids
+
+BEST_NEW = "best_new"
+KTH = "kth"
+
+
+def base_run(spark: SparkSession, cfg: Config) -> tables.Run:
+    """``refresh.base_run``, else the newest run whose publish stage completed."""
+    if cfg.refresh.base_run:
+        run = tables.open_run(spark, cfg, cfg.refresh.base_run, create=False)
+        if not tables.has_table(spark, run, "recommendations"):
+            raise RunStateError(f"refresh.base_run {run.run_id} has no recommendations table")
+        return run
+    root = storage.normalize(cfg.output.root)
+    for run_id in reversed(storage.list_names(spark, storage.join(root, "runs"))):
+        run = tables.open_run(spark, cfg, run_id, create=False)
+        stages = tables.read_manifest(spark, run).get("stages", {})
+        if stages.get("publish", {}).get("status") == "complete":
+            return run
+    raise RunStateError(
+        f"refresh: no published run under {root}/runs to refresh; run the pipeline first "
+        "or set refresh.base_run"
+    )
+
+
+def extend_index(
+    known: DataFrame, ids: DataFrame, *, id_col: str, idx_col: str, what: str
+) -> tuple[DataFrame, int]:
+    """``(id, idx)`` of ``known`` plus the new ids of ``ids`` numbered after the largest
+    known index, in id order; and how many were new."""
+    new = ids.select(id_col).distinct().join(known.select(id_col), id_col, "left_anti")
+    start = known.agg(F.max(idx_col)).first()[0]
+    start = -1 if start is None else int(start)
+    numbered = assign_dense_index(
+        new, id_col=id_col, idx_col=idx_col, what=what, max_ids=INT32_MAX - start - 1
+    )
+    numbered = numbered.select(id_col, (F.col(idx_col) + F.lit(start + 1)).alias(idx_col))
+    n_new = numbered.count()
+    return known.select(id_col, idx_col).unionByName(numbered), n_new
+
+
+def typed_like(df: DataFrame, col: str, like: DataFrame, what: str) -> DataFrame:
+    """``df`` with ``col`` cast to its type in ``like``; an id that does not cast is an
+    error naming it (e.g. a text id arriving where the base run's ids are integers)."""
+    want = like.schema[col].dataType
+    if df.schema[col].dataType == want:
+        return df
+    cast = df.withColumn("_cast", F.col(col).cast(want))
+    bad = cast.filter(F.col("_cast").isNull() & F.col(col).isNotNull()).select(col).first()
+    if bad is not None:
+        raise InputDataError(
+            f"{what}: id {bad[0]!r} does not match the base run's {want.simpleString()} ids"
+        )
+    return cast.drop(col).withColumnRenamed("_cast", col)
+
+
+def merge_interactions(old: DataFrame, new: DataFrame, cfg: Config) -> DataFrame:
+    """Base interactions plus new ``(user_idx, item_idx, strength, timestamp, n_events)``:
+    a known pair sums strengths and events and keeps the latest time and its split; a new
+    pair is training data. Ratings follow from the merged strength."""
+    cols = [C.USER_IDX, C.ITEM_IDX, C.STRENGTH, C.TIMESTAMP, C.N_EVENTS]
+    both = old.select(*cols, C.SPLIT).unionByName(
+        new.select(*cols).withColumn(C.SPLIT, F.lit(None).cast("string"))
+    )
+    merged = both.groupBy(C.USER_IDX, C.ITEM_IDX).agg(
+        F.sum(C.STRENGTH).alias(C.STRENGTH),
+        F.max(C.TIMESTAMP).alias(C.TIMESTAMP),
+        F.sum(C.N_EVENTS).cast("int").alias(C.N_EVENTS),
+        F.coalesce(F.max(C.SPLIT), F.lit(C.TRAIN)).alias(C.SPLIT),
+    )
+    rating = confidence_rating(
+        F.col(C.STRENGTH), form=cfg.wals.confidence, log_epsilon=cfg.wals.log_epsilon
+    )
+    return merged.select(
+        C.USER_IDX,
+        C.ITEM_IDX,
+        C.STRENGTH,
+        rating.alias(C.RATING),
+        C.TIMESTAMP,
+        C.N_EVENTS,
+        C.SPLIT,
+    )
+
+
+def rescore_users(
+    user_vectors: DataFrame,
+    item_vectors: DataFrame,
+    changed_items: DataFrame,
+    changed_users: DataFrame,
+    old_lists: DataFrame,
+    seen: DataFrame,
+    cfg: Config,
+) -> DataFrame:
+    """``(user_idx)`` of the users whose lists can change (the rule in the module doc)."""
+    k = cfg.recommend.k
+    kth = old_lists.groupBy(C.USER_IDX).agg(F.min(C.SCORE).alias(KTH), F.count(F.lit(1)).alias("n"))
+    moved = (
+        old_lists.join(changed_items, C.ITEM_IDX).select(C.USER_IDX).distinct()
+    )  # their list holds an item whose vector changed
+    candidates = changed_items.join(item_vectors, C.ITEM_IDX)
+    best = top_k_lists(
+        user_vectors, candidates, seen, cfg.recommend, k=1, item_vector_col=C.VECTOR
+    ).select(C.USER_IDX, F.col(C.SCORE).alias(BEST_NEW))
+    overtaken = (
+        user_vectors.select(C.USER_IDX)
+        .join(kth, C.USER_IDX, "left")
+        .join(best, C.USER_IDX, "left")
+        .filter(
+            F.col(KTH).isNull()  # no list yet
+            | (F.col("n") < k)
+            | (F.col(BEST_NEW).isNotNull() & (F.col(BEST_NEW) >= F.col(KTH)))
+        )
+        .select(C.USER_IDX)
+    )
+    return changed_users.unionByName(moved).unionByName(overtaken).distinct()
+
+
+def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
+    if cfg.wals.confidence == "time_decay":
+        raise ConfigError(
+            "refresh: wals.confidence=time_decay re-weights every interaction as time passes, "
+            "so it cannot be refreshed incrementally; run the pipeline"
+        )
+    base = base_run(spark, cfg)
+    run_ = tables.open_run(spark, cfg, run_id, create=True)
+    if run_.run_id == base.run_id:
+        raise ConfigError(f"--run-id: the refresh must write a new run, not {base.run_id}")
+    with tables.stage(spark, run_, "refresh", cfg) as report:
+        report["base_run"] = base.run_id
+
+        def read(name: str) -> DataFrame:
+            return tables.read_table(spark, base, name)
+
+        clock = time.perf_counter()
+        steps: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            steps[name] = round(now - clock, 2)
+            clock = now
+
+        # 1. ids and interactions
+        raw, checked, delta = read_interactions(spark, cfg)
+        n_pairs = delta.count()
+        old_users, old_items = read("users"), read("items")
+        delta = typed_like(delta, C.USER_ID, old_users, "data.interactions user id")
+        delta = typed_like(delta, C.ITEM_ID, old_items, "data.interactions item id")
+        catalog_ids, texts, catalog_report = read_catalog(spark, cfg)
+        item_ids = delta.select(C.ITEM_ID)
+        if catalog_ids is not None:
+            catalog_ids = typed_like(catalog_ids, C.ITEM_ID, old_items, "data.items id")
+            texts = typed_like(texts, C.ITEM_ID, old_items, "data.items id")
+            item_ids = item_ids.unionByName(catalog_ids)
+        users, n_new_users = extend_index(
+            old_users, delta, id_col=C.USER_ID, idx_col=C.USER_IDX, what="users"
+        )
+        item_index, n_new_items = extend_index(
+            old_items, item_ids, id_col=C.ITEM_ID, idx_col=C.ITEM_IDX, what="items"
+        )
+        items = item_index.join(old_items.select(C.ITEM_ID, TEXT, TEXT_HASH), C.ITEM_ID, "left")
+        if texts is not None:  # new or changed texts replace the old ones
+            items = (
+                items.join(
+                    texts.withColumnsRenamed({TEXT: "_t", TEXT_HASH: "_h"}), C.ITEM_ID, "left"
+                )
+                .withColumn(TEXT, F.coalesce("_t", TEXT))
+                .withColumn(TEXT_HASH, F.coalesce("_h", TEXT_HASH))
+                .drop("_t", "_h")
+            )
+        report["rows"]["users"] = tables.write_table(spark, run_, "users", users)
+        report["rows"]["items"] = tables.write_table(spark, run_, "items", items)
+        users, items = (
+            tables.read_table(spark, run_, "users"),
+            tables.read_table(spark, run_, "items"),
+        )
+        new_rows = delta.join(users, C.USER_ID).join(items.select(C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID)
+        interactions = merge_interactions(read("interactions"), new_rows, cfg)
+        report["rows"]["interactions"] = tables.write_table(
+            spark, run_, "interactions", interactions
+        )
+        interactions = tables.read_table(spark, run_, "interactions")
+        delta.unpersist()
+        raw.unpersist()
+        n_events = checked.read - sum(checked.dropped.values())
+        report["counts"] = {
+            "interactions": {
+                "rows_read": checked.read,
+                "used": n_pairs,
+                "merged": n_events - n_pairs,
+                "dropped": checked.dropped,
+            },
+            "items_catalog": catalog_report,
+            "new_users": n_new_users,
+            "new_items": n_new_items,
+        }
+
+        lap("ids_and_interactions")
+        # 2. item vectors before the fold-in: the base run's, plus projected new texts
+        changed_text = (
+            items.join(
+                old_items.select(C.ITEM_ID, F.col(TEXT_HASH).alias("_old")), C.ITEM_ID, "left"
+            )
+            .filter(F.col(TEXT_HASH).isNotNull() & ~F.col(TEXT_HASH).eqNullSafe(F.col("_old")))
+            .select(C.ITEM_IDX)
+        )
+        if tables.has_table(spark, base, "item_vectors"):
+            vectors = read("item_vectors")
+        else:
+            vectors = read("item_factors").select(
+                C.ITEM_IDX,
+                C.ITEM_ID,
+                F.col(C.FACTORS).alias(C.VECTOR),
+                F.lit("wals").alias(C.SOURCE),
+            )
+        to_project = items.limit(0).select(C.ITEM_IDX)
+        if cfg.data.items.text_template is not None and tables.has_table(spark, base, "projection"):
+            report["embed"] = embed_items.run(spark, cfg, run_.run_id)
+            embeddings = tables.read_table(spark, run_, "item_embeddings")
+            # Projected with the base run's W: items with text and no vector yet, and cold
+            # items whose text changed.
+            no_vector = embeddings.select(C.ITEM_IDX).join(
+                vectors.select(C.ITEM_IDX), C.ITEM_IDX, "left_anti"
+            )
+            recold = (
+                vectors.filter(F.col(C.SOURCE) == "projected")
+                .select(C.ITEM_IDX)
+                .join(changed_text, C.ITEM_IDX)
+            )
+            to_project = no_vector.unionByName(recold).distinct().localCheckpoint()
+            projected = project_embeddings(
+                embeddings.join(to_project, C.ITEM_IDX),
+                read_weights(spark, base),
+                emb_col=EMBEDDING,
+                out_col=C.VECTOR,
+            ).select(C.ITEM_IDX, C.ITEM_ID, C.VECTOR, F.lit("projected").alias(C.SOURCE))
+            vectors = vectors.join(to_project, C.ITEM_IDX, "left_anti").unionByName(projected)
+            tables.write_table(spark, run_, "projection", read("projection"))
+        vectors = vectors.localCheckpoint()
+
+        lap("embed_and_project")
+        # 3. fold-in: users with new interactions, then items with new interactions
+        history = known_history(interactions)
+        changed_users = new_rows.select(C.USER_IDX).distinct().localCheckpoint()
+        trained_items = vectors.filter(F.col(C.SOURCE) != "projected")
+        old_user_vectors = read("user_factors").select(C.USER_IDX, C.FACTORS)
+        if tables.has_table(spark, base, "fold_in_factors"):
+            old_user_vectors = old_user_vectors.unionByName(
+                read("fold_in_factors").select(C.USER_IDX, C.FACTORS)
+            )
+        folded_users = fold_in_users(
+            history.join(changed_users, C.USER_IDX),
+            vectors,
+            gram_items=trained_items,
+            vector_col=C.VECTOR,
+            rank=cfg.wals.rank,
+            reg=cfg.wals.reg,
+            alpha=cfg.wals.alpha,
+            method=cfg.recommend.fold_in if cfg.recommend.fold_in != "none" else "solve",
+        )
+        user_vectors = (
+            old_user_vectors.join(changed_users, C.USER_IDX, "left_anti")
+            .unionByName(folded_users)
+            .join(users, C.USER_IDX)
+        )
+        report["rows"]["user_factors"] = tables.write_table(
+            spark, run_, "user_factors", user_vectors
+        )
+        user_vectors = tables.read_table(spark, run_, "user_factors")
+        gained = new_rows.select(C.ITEM_IDX).distinct()
+        folded_items = fold_in_users(
+            history.join(gained, C.ITEM_IDX),
+            user_vectors,
+            vector_col=C.FACTORS,
+            rank=cfg.wals.rank,
+            reg=cfg.wals.reg,
+            alpha=cfg.wals.alpha,
+            key=C.ITEM_IDX,
+            other=C.USER_IDX,
+        ).join(items.select(C.ITEM_IDX, C.ITEM_ID), C.ITEM_IDX)
+        item_vectors = vectors.join(gained, C.ITEM_IDX, "left_anti").unionByName(
+            folded_items.select(
+                C.ITEM_IDX,
+                C.ITEM_ID,
+                F.col(C.FACTORS).alias(C.VECTOR),
+                F.lit("wals").alias(C.SOURCE),
+            )
+        )
+        report["rows"]["item_vectors"] = tables.write_table(
+            spark, run_, "item_vectors", item_vectors
+        )
+        item_vectors = tables.read_table(spark, run_, "item_vectors")
+
+        lap("fold_in")
+        # 4. re-score the users whose lists can change; keep the others' lists
+        changed_items = gained.unionByName(to_project).distinct().localCheckpoint()
+        old_lists = (
+            read("recommendations")
+            .join(users, C.USER_ID)
+            .join(items.select(C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID)
+            .select(C.USER_IDX, C.ITEM_IDX, C.RANK, C.SCORE)
+        )
+        seen = seen_items(interactions)
+        scorable = user_vectors.select(C.USER_IDX, C.FACTORS)
+        todo = rescore_users(
+            scorable, item_vectors, changed_items, changed_users, old_lists, seen, cfg
+        ).localCheckpoint()
+        fresh = top_k_lists(
+            scorable.join(todo, C.USER_IDX),
+            item_vectors,
+            seen,
+            cfg.recommend,
+            item_vector_col=C.VECTOR,
+        )
+        kept = old_lists.join(todo, C.USER_IDX, "left_anti")
+        recs = with_original_ids(
+            kept.unionByName(fresh.select(C.USER_IDX, C.ITEM_IDX, C.RANK, C.SCORE)), users, items
+        )
+        report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
+        n_rescored = todo.count()
+        report["counts"].update(
+            changed_users=changed_users.count(),
+            changed_items=changed_items.count(),
+            rescored_users=n_rescored,
+            kept_users=scorable.count() - n_rescored,
+        )
+        lap("rescore")
+        report["seconds_by_step"] = steps
+    report["publish"] = publish_run(spark, cfg, run_.run_id)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.cli import run_stage
+
+    return run_stage("refresh", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
