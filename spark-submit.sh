@@ -28,7 +28,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-stages=" prepare train embed project recommend evaluate publish pipeline refresh "
+stages=" prepare train embed project recommend evaluate publish pipeline refresh tune "
 
 usage() {
   sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'

@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "publish": ("jobs.pipeline", "publish_run"),
     "pipeline": ("jobs.pipeline", "run"),
     "refresh": ("jobs.refresh", "run"),
+    "tune": ("jobs.tune", "run"),
 }
 
 

@@ -153,6 +153,30 @@ class RefreshConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """Budgeted search over the WALS settings, scored on a validation split carved from the
+    training rows (never the test split). ``trials`` settings are drawn from the grid (all
+    of it when it is smaller), plus the config's own ``wals`` settings as the first trial."""
+
+    ranks: tuple[int, ...] = (32, 64, 128)
+    regs: tuple[float, ...] = (0.05, 0.1, 0.5, 1.0)
+    alphas: tuple[float, ...] = (1.0, 5.0, 10.0, 40.0)
+    confidences: tuple[Literal["binary", "linear", "log", "sqrt"], ...] = (
+        "binary",
+        "linear",
+        "log",
+        "sqrt",
+    )
+    iterations: tuple[int, ...] = (10, 15)
+    trials: int = 12
+    metric: str = "ndcg@20"
+    validation_fraction: float = 0.2
+    parallelism: int = 1
+    seed: int = 42
+    output: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -164,6 +188,7 @@ class Config:
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for the manifest and for YAML)."""
@@ -270,6 +295,22 @@ def validate(cfg: Config) -> None:
     )
     _require(0 < pr.holdout_fraction < 1, "projection.holdout_fraction", "in (0, 1)")
     _require(pr.blend_shrinkage >= 0, "projection.blend_shrinkage", "a number >= 0 (0: off)")
+    t = cfg.tune
+    _require(t.trials > 0, "tune.trials", "an integer > 0", t.trials)
+    _require(t.parallelism > 0, "tune.parallelism", "an integer > 0", t.parallelism)
+    _require(0 < t.validation_fraction < 1, "tune.validation_fraction", "in (0, 1)")
+    metric, _, cut = t.metric.partition("@")
+    _require(
+        metric in ("recall", "precision", "ndcg", "map", "hit_rate")
+        and cut.isdigit()
+        and int(cut) > 0,
+        "tune.metric",
+        "recall@K, precision@K, ndcg@K, map@K or hit_rate@K",
+        t.metric,
+    )
+    for name, values in [("ranks", t.ranks), ("regs", t.regs), ("alphas", t.alphas),
+                         ("confidences", t.confidences), ("iterations", t.iterations)]:  # fmt: skip
+        _require(len(values) > 0, f"tune.{name}", "a non-empty list", values)
     ks = cfg.evaluate.ks
     _require(len(ks) > 0 and all(k > 0 for k in ks), "evaluate.ks", "a list of integers > 0", ks)
     if s.holdout != "none" and max(ks) > r.k:
