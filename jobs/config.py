@@ -7,6 +7,8 @@ converted to the field's type, and every error names the dotted key and what is 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import re
 import types
 import typing
 from collections import abc
@@ -21,6 +23,8 @@ from jobs.errors import ConfigError
 
 FileFormat = Literal["auto", "csv", "parquet", "delta", "table"]
 ConfidenceForm = Literal["binary", "linear", "log", "sqrt", "time_decay"]
+# One to three dot-separated identifiers: table, database.table, catalog.database.table.
+TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class OutputConfig:
     # Run directories kept after a publish (newest first; the published run always stays);
     # unset keeps every run.
     keep_runs: int | None = None
+    # Metastore name the published table is registered under after each publish
+    # (``[catalog.]database.table``), for consumers that read ``spark.table(name)``.
+    table: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,16 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Optional MLflow logging of each published run: the config as params, every metric and
+    stage timing, the report, metrics and manifest as artifacts (extra ``mlflow``)."""
+
+    mlflow: bool = False
+    experiment: str = "wals-roberta"
+    uri: str | None = None  # unset: MLflow's own default (MLFLOW_TRACKING_URI, ...)
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -189,6 +206,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for the manifest and for YAML)."""
@@ -236,6 +254,14 @@ def validate(cfg: Config) -> None:
     _require(bool(cfg.output.root), "output.root", "a directory (local, hdfs://, s3a://, dbfs:/)")
     keep = cfg.output.keep_runs
     _require(keep is None or keep > 0, "output.keep_runs", "an integer > 0 or unset", keep)
+    table = cfg.output.table
+    _require(
+        table is None or TABLE_NAME.fullmatch(table) is not None,
+        "output.table",
+        "unset or a table name [catalog.]database.table of letters, digits and _",
+        table,
+    )
+    _validate_tracking(cfg.tracking)
     w = cfg.wals
     _require(w.rank > 0, "wals.rank", "an integer > 0", w.rank)
     _require(w.reg >= 0, "wals.reg", "a number >= 0", w.reg)
@@ -317,6 +343,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"evaluate.ks: largest cut-off {max(ks)} exceeds recommend.k={r.k}; "
             "raise recommend.k or lower evaluate.ks"
+        )
+
+
+def _validate_tracking(tr: TrackingConfig) -> None:
+    _require(bool(tr.experiment.strip()), "tracking.experiment", "a non-empty experiment name")
+    _require(tr.uri is None or bool(tr.uri.strip()), "tracking.uri", "unset or a URI", tr.uri)
+    if tr.mlflow and importlib.util.find_spec("mlflow") is None:
+        # Checked here so that the first stage fails, not the publish at the end of a long run.
+        raise ConfigError(
+            "tracking.mlflow: true needs the mlflow package on the driver; install the extra "
+            "with pip install 'wals-roberta[mlflow]' (or set tracking.mlflow=false)"
         )
 
 
