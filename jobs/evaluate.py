@@ -1,10 +1,12 @@
 """Stage ``evaluate``: ranking metrics of the run's lists on the held-out split, per segment
 (all, warm items, cold items, held-out users), against baselines scored on the same split.
-Writes ``metrics.json`` in the run directory and prints a table."""
+Writes ``metrics.json`` and the report (``report.md``, ``recall_at_k.svg``, see
+:mod:`jobs.report`) in the run directory and prints a table."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -16,6 +18,7 @@ from jobs.config import Config, RecommendConfig
 from jobs.errors import ConfigError
 from jobs.metrics import format_table, ranking_metrics
 from jobs.recommend import known_history, seen_items, top_k_lists
+from jobs.report import write_report
 from jobs.train_wals import fit_wals
 
 RANDOM_DIM = 16
@@ -184,6 +187,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             "evaluate: split.holdout is none, so nothing was held out; "
             "set split.holdout=random or time and run prepare again"
         )
+    started = time.time()
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     ks = tuple(sorted(cfg.evaluate.ks))
     with tables.stage(spark, run_, "evaluate", cfg) as report:
@@ -224,9 +228,17 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             "segments": results,
         }
         storage.write_text(spark, run_.path(tables.METRICS), json.dumps(metrics, indent=2))
-        tables.update_manifest(spark, run_, metrics=metrics)
+        manifest = tables.update_manifest(spark, run_, metrics=metrics)
         report["metrics_path"] = run_.path(tables.METRICS)
         report["rows"]["evaluated_users"] = results["all"]["users"]
+        # This stage is still running while its report is written: show its time so far.
+        manifest["stages"]["evaluate"].update(
+            status="running (at report time)",
+            seconds=round(time.time() - started, 3),
+            rows=report["rows"],
+        )
+        written = write_report(spark, run_, metrics, manifest)
+        report["report_path"], report["plot_path"] = written["report"], written["plot"]
     return metrics
 
 
