@@ -16,13 +16,16 @@ from jobs.errors import RunStateError
 
 
 def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
-    """Stage ``publish``: swap the run's recommendations in as the published table, then
-    prune old runs when ``output.keep_runs`` is set."""
+    """Stage ``publish``: swap the run's recommendations in as the published table, register
+    it under ``output.table`` when set, then prune old runs when ``output.keep_runs`` is set."""
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     with tables.stage(spark, run_, "publish", cfg) as report:
         target = tables.publish(spark, run_, "recommendations", cfg.output.published_name)
         report["path"] = target
         report["rows"]["published"] = spark.read.format(run_.fmt).load(target).count()
+        if cfg.output.table is not None:
+            tables.register_table(spark, cfg.output.table, target, run_.fmt)
+            report["table"] = cfg.output.table
         if cfg.output.keep_runs is not None:
             report["pruned_runs"] = tables.prune_runs(
                 spark, run_.root, cfg.output.keep_runs, protect=run_.run_id

@@ -1,4 +1,4 @@
-"""Run directories, table I/O, the run manifest and atomic publishing.
+"""Run directories, table I/O, the run manifest, atomic publishing and the metastore name.
 
 Layout: ``<output.root>/runs/<run_id>/<table>/`` for each table, ``manifest.json`` beside
 them, and the published list at ``<output.root>/<published_name>/``.
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs import storage
@@ -227,6 +228,47 @@ def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> s
     storage.rename(spark, staging, target)
     storage.delete(spark, previous)
     return target
+
+
+def register_table(spark: SparkSession, name: str, path: str, fmt: str) -> None:
+    """Make the metastore table ``name`` (``output.table``) read the published ``path``.
+
+    Created once as an external table over the path; after each publish ``REFRESH TABLE``
+    drops the file listing Spark cached, so ``spark.table(name)`` reads the new version. A
+    table of that name pointing elsewhere is left alone and reported.
+    """
+    quoted = ".".join(f"`{part}`" for part in name.split("."))  # the name is validated
+    location = path.replace("\\", "\\\\").replace("'", "\\'")
+    try:
+        if spark.catalog.tableExists(name):
+            current = _table_location(spark, quoted)
+            if current is None or _qualified(spark, current) != _qualified(spark, path):
+                raise ConfigError(
+                    f"output.table: {name} already exists at {current or 'no location'}, "
+                    f"not at the published {path}; drop it or choose another name"
+                )
+        else:
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted} USING {fmt} LOCATION '{location}'")
+        spark.sql(f"REFRESH TABLE {quoted}")
+    except AnalysisException as exc:
+        raise ConfigError(f"output.table: cannot register {name}: {_first_line(exc)}") from None
+
+
+def _table_location(spark: SparkSession, quoted: str) -> str | None:
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {quoted}").collect()
+    return next((r["data_type"] for r in rows if r["col_name"] == "Location"), None)
+
+
+def _qualified(spark: SparkSession, path: str) -> str:
+    """``path`` with scheme and authority, so ``/x`` and ``file:/x`` compare equal."""
+    jpath = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    fs = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return str(fs.makeQualified(jpath).toString()).rstrip("/")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def recover_published(spark: SparkSession, root: str, published_name: str) -> str | None:

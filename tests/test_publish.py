@@ -1,8 +1,11 @@
-"""Publishing: the swap, its recovery when cut off between renames, and run retention."""
+"""Publishing: the swap, its recovery when cut off between renames, run retention and the
+metastore table name."""
 
 import pytest
 
 from jobs import storage, tables
+from jobs.errors import ConfigError
+from jobs.pipeline import publish_run
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.spark
@@ -41,3 +44,43 @@ def test_prune_runs_keeps_the_newest_and_the_published(spark, tmp_path):
     root = storage.normalize(cfg.output.root)
     assert tables.prune_runs(spark, root, keep=2, protect="a") == ["b"]
     assert storage.list_names(spark, storage.join(root, "runs")) == ["a", "c", "d"]
+
+
+def run_lists(spark, run, offset):
+    """Lists that differ between runs: users u0.., items i<offset + rank>, fresh scores."""
+    df = spark.createDataFrame(
+        [(f"u{u}", r, f"i{offset + r}", float(offset - r)) for u in range(4) for r in (1, 2)],
+        "user_id string, rank int, item_id string, score float",
+    )
+    tables.write_table(spark, run, "recommendations", df)
+    return sorted(tuple(row) for row in df.collect())
+
+
+def test_published_table_is_registered_and_follows_the_swap(spark, tmp_path):
+    spark.sql("CREATE DATABASE IF NOT EXISTS recs_test")
+    name = "recs_test.wals_roberta"
+    cfg = make_config(tmp_path, "unused.csv", **{"output.table": name})
+    first = run_lists(spark, tables.open_run(spark, cfg, "t1", create=True), offset=10)
+    second = run_lists(spark, tables.open_run(spark, cfg, "t2", create=True), offset=50)
+    try:
+        assert publish_run(spark, cfg, "t1")["table"] == name
+        assert sorted(tuple(r) for r in spark.table(name).collect()) == first
+        publish_run(spark, cfg, "t2")
+        assert sorted(tuple(r) for r in spark.table(name).collect()) == second
+        location = spark.sql(f"DESCRIBE TABLE EXTENDED {name}").where("col_name = 'Location'")
+        assert location.first()["data_type"].rstrip("/").endswith("/out/recommendations")
+        # A table of that name somewhere else is not taken over.
+        other = make_config(tmp_path / "elsewhere", "unused.csv", **{"output.table": name})
+        run_lists(spark, tables.open_run(spark, other, "t3", create=True), offset=90)
+        with pytest.raises(ConfigError, match=r"^output\.table: recs_test\.wals_roberta already"):
+            publish_run(spark, other, "t3")
+        assert sorted(tuple(r) for r in spark.table(name).collect()) == second
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_registering_in_a_missing_database_names_the_key(spark, tmp_path):
+    cfg = make_config(tmp_path, "unused.csv", **{"output.table": "no_such_db_here.recs"})
+    run_lists(spark, tables.open_run(spark, cfg, "t1", create=True), offset=1)
+    with pytest.raises(ConfigError, match=r"^output\.table: cannot register no_such_db_here"):
+        publish_run(spark, cfg, "t1")
