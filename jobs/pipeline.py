@@ -10,14 +10,24 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import embed_items, evaluate, prepare, project_items, recommend, tables, train_wals
+from jobs import (
+    embed_items,
+    evaluate,
+    prepare,
+    project_items,
+    recommend,
+    tables,
+    tracking,
+    train_wals,
+)
 from jobs.config import Config
 from jobs.errors import RunStateError
 
 
 def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     """Stage ``publish``: swap the run's recommendations in as the published table, register
-    it under ``output.table`` when set, then prune old runs when ``output.keep_runs`` is set."""
+    it under ``output.table`` when set, prune old runs when ``output.keep_runs`` is set, and
+    log the run to MLflow when ``tracking.mlflow`` is on."""
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     with tables.stage(spark, run_, "publish", cfg) as report:
         target = tables.publish(spark, run_, "recommendations", cfg.output.published_name)
@@ -31,6 +41,16 @@ def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> 
                 spark, run_.root, cfg.output.keep_runs, protect=run_.run_id
             )
     tables.update_manifest(spark, run_, published={"path": target, "run_id": run_.run_id})
+    # Publish is where every run ends (pipeline, one task per stage, refresh): the metrics, the
+    # report and every stage's seconds are in the run directory by now.
+    mlflow_run_id = tracking.log_run(spark, cfg, run_)
+    if mlflow_run_id is not None:
+        report["mlflow_run_id"] = mlflow_run_id
+        tables.update_manifest(
+            spark,
+            run_,
+            tracking={"mlflow_run_id": mlflow_run_id, "experiment": cfg.tracking.experiment},
+        )
     return report
 
 
