@@ -72,6 +72,67 @@ def gram_matrix(item_vectors: DataFrame, vector_col: str, rank: int) -> np.ndarr
     return gram
 
 
+def solve_groups(
+    keys: np.ndarray,
+    ratings: np.ndarray,
+    y: np.ndarray,
+    gram: np.ndarray | None,
+    *,
+    reg: float,
+    alpha: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, vectors)``: one closed-form solve (or weighted mean when ``gram`` is None)
+    per run of equal ``keys``; rows of a key must be contiguous (sorted input)."""
+    if len(keys) == 0:
+        return keys[:0], np.zeros((0, y.shape[1]), dtype=np.float32)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    out = np.empty((len(starts), y.shape[1]), dtype=np.float32)
+    for n, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        if gram is None:
+            out[n] = weighted_mean(y[a:b], ratings[a:b], alpha=alpha)
+        else:
+            out[n] = solve_user(gram, y[a:b], ratings[a:b], reg=reg, alpha=alpha)
+    return keys[starts], out
+
+
+def _solve_batches(gram: np.ndarray | None, *, key: str, rank: int, reg: float, alpha: float):
+    """The executor side: Arrow batches of ``(key, rating, y)`` sorted by key within the
+    partition, vectors as flat float buffers (no per-row Python); a key whose rows run on
+    into the next batch is carried over."""
+    import pyarrow as pa
+
+    def emit(keys: np.ndarray, vectors: np.ndarray) -> pa.RecordBatch:
+        offsets = pa.array(np.arange(0, vectors.size + 1, rank, dtype=np.int32))
+        values = pa.array(vectors.ravel(), type=pa.float32())
+        return pa.RecordBatch.from_arrays(
+            [pa.array(keys, type=pa.int32()), pa.ListArray.from_arrays(offsets, values)],
+            names=[key, C.FACTORS],
+        )
+
+    def run(batches):
+        carry_k = np.zeros(0, dtype=np.int32)
+        carry_r = np.zeros(0, dtype=np.float64)
+        carry_y = np.zeros((0, rank), dtype=np.float64)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            flat = batch.column("y").flatten().to_numpy(zero_copy_only=False)
+            if flat.size != batch.num_rows * rank:
+                raise ValueError(f"fold-in: vectors are not all of length {rank}")
+            k = np.concatenate([carry_k, batch.column(key).to_numpy(zero_copy_only=False)])
+            r = np.concatenate([carry_r, batch.column(C.RATING).to_numpy(zero_copy_only=False)])
+            y = np.concatenate([carry_y, flat.reshape(-1, rank).astype(np.float64)])
+            last = int(np.flatnonzero(np.r_[True, k[1:] != k[:-1]])[-1])
+            if last:
+                yield emit(*solve_groups(k[:last], r[:last], y[:last], gram, reg=reg, alpha=alpha))
+            carry_k, carry_r, carry_y = k[last:], r[last:], y[last:]
+        if len(carry_k):
+            yield emit(*solve_groups(carry_k, carry_r, carry_y, gram, reg=reg, alpha=alpha))
+
+    return run
+
+
 def fold_in_users(
     history: DataFrame,
     item_vectors: DataFrame,
@@ -92,6 +153,10 @@ def fold_in_users(
     whose vectors make up YᵀY, i.e. the items the model was trained on. With
     ``key=item_idx, other=user_idx`` (and user vectors in place of item vectors) it is the
     item step instead: items folded in against fixed user factors.
+
+    The joined rows are hash-partitioned by user and sorted by (user, item) within each
+    partition, so every user's rows are contiguous and in a fixed order (the float sums do
+    not depend on the shuffle); the solves read them as Arrow buffers.
     """
     if method not in METHODS:
         raise ValueError(f"fold-in method must be one of {METHODS}, got {method!r}")
@@ -100,26 +165,12 @@ def fold_in_users(
         if method == "solve"
         else None
     )
-    per_user = (
-        history.select(key, other, C.RATING)
+    rows = (
+        history.select(key, other, F.col(C.RATING).cast("double").alias(C.RATING))
         .join(item_vectors.select(other, F.col(vector_col).alias("y")), other)
-        .groupBy(key)
-        # Sorted by item so the float sums do not depend on the shuffle order.
-        .agg(F.sort_array(F.collect_list(F.struct(other, C.RATING, "y"))).alias("rows"))
-        .select(key, F.col("rows")[C.RATING].alias("r"), F.col("rows.y").alias("y"))
+        .repartition(key)
+        .sortWithinPartitions(key, other)
+        .select(F.col(key).cast("int").alias(key), C.RATING, "y")
     )
-
-    def solve(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            out = []
-            for ratings, vectors in zip(pdf["r"], pdf["y"], strict=True):
-                y_u = np.stack(vectors).astype(np.float64)
-                rating = np.asarray(ratings, dtype=np.float64)
-                if gram is None:
-                    x = weighted_mean(y_u, rating, alpha=alpha)
-                else:
-                    x = solve_user(gram, y_u, rating, reg=reg, alpha=alpha)
-                out.append(x.astype(np.float32))
-            yield pd.DataFrame({key: pdf[key].to_numpy(), C.FACTORS: out})
-
-    return per_user.mapInPandas(solve, f"{key} int, {C.FACTORS} array<float>")
+    solve = _solve_batches(gram, key=key, rank=rank, reg=reg, alpha=alpha)
+    return rows.mapInArrow(solve, f"{key} int, {C.FACTORS} array<float>")

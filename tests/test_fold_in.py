@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 
 from jobs import columns as C
 from jobs.config import WalsConfig
-from jobs.fold_in import fold_in_users, gram_matrix
+from jobs.fold_in import fold_in_users, gram_matrix, solve_groups, solve_user
 from jobs.train_wals import fit_wals
 
 pytestmark = pytest.mark.spark
@@ -88,3 +88,34 @@ def test_fold_in_gives_back_the_trained_user_factors(spark, tmp_path):
     assert len(folded) == len(trained) == 50
     for r in folded:
         np.testing.assert_allclose(r.factors, trained[r.user_idx], rtol=2e-3, atol=2e-4)
+
+
+def test_solve_groups_without_spark_one_solve_per_run_of_keys():
+    rng = np.random.default_rng(8)
+    y = rng.normal(size=(7, 3))
+    keys = np.array([4, 4, 4, 9, 11, 11, 11], dtype=np.int32)
+    ratings = np.array([1.0, 2.0, 1.0, 3.0, 1.0, 1.0, 2.0])
+    gram = y.T @ y
+    got_keys, got = solve_groups(keys, ratings, y, gram, reg=0.2, alpha=2.0)
+    assert got_keys.tolist() == [4, 9, 11]
+    for n, (a, b) in enumerate([(0, 3), (3, 4), (4, 7)]):
+        want = solve_user(gram, y[a:b], ratings[a:b], reg=0.2, alpha=2.0)
+        np.testing.assert_allclose(got[n], want, rtol=1e-5)
+
+
+def test_users_whose_rows_span_arrow_batches_are_solved_once(spark):
+    # Batches of 3 rows split most users' histories; each must still get one exact solve.
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=(25, 4)).astype(np.float32)
+    history = [(u, i, 1.0 + (u + i) % 3) for u in range(9) for i in range(u, u + 2 + u % 5)]
+    items, hist = frames(spark, y, history)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")
+    try:
+        got = fold_in_users(hist, items, rank=4, reg=0.1, alpha=2.0).collect()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    assert sorted(r.user_idx for r in got) == list(range(9))
+    for r in got:
+        prefs = {i: rating for u, i, rating in history if u == r.user_idx}
+        want = dense_half_step(y.astype(np.float64), prefs, 0.1, 2.0)
+        np.testing.assert_allclose(r.factors, want, rtol=1e-4, atol=1e-5)
