@@ -60,6 +60,24 @@ def test_ties_are_broken_by_item_index():
     assert top.tolist() == [10, 11, 12, 13]
 
 
+def test_ties_across_the_cut_keep_lowest_indexes_with_exclusion(monkeypatch):
+    """Integer-valued scores tie often: wherever a tie crosses the k-th place the lowest item
+    indexes are kept, seen items never, for every user and user chunk; k above the item
+    count lists every unseen item."""
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, 3, size=(40, 3)).astype(np.float32)
+    items = rng.integers(0, 3, size=(30, 3)).astype(np.float32)
+    seen = {
+        u: set(rng.choice(30, size=rng.integers(0, 8), replace=False).tolist()) for u in range(40)
+    }
+    offsets, flat = to_csr(seen, len(users))
+    monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", 30 * 7)  # several user chunks
+    for k in (1, 5, 12, 40):
+        rows, top, _ = top_k_block(users, np.arange(30), items, k, offsets, flat)
+        expected = brute_force(users, items, k, seen)
+        assert [top[rows == u].tolist() for u in range(len(users))] == expected
+
+
 @pytest.mark.spark
 @pytest.mark.parametrize("exclude", [True, False])
 def test_spark_blocks_match_brute_force(spark, exclude):
