@@ -152,11 +152,16 @@ def main() -> int:
         timings[label] = round(time.perf_counter() - started, 2)
 
     k = 20
+    n_items = len(parts["items"])
     refreshed = lists_vs_test(
-        spark, str(work / "daily" / "runs" / "refreshed" / "recommendations"), parts["test"], k
+        spark,
+        str(work / "daily" / "runs" / "refreshed" / "recommendations"),
+        parts["test"],
+        k,
+        n_items,
     )
     full = lists_vs_test(
-        spark, str(work / "full" / "runs" / "full" / "recommendations"), parts["test"], k
+        spark, str(work / "full" / "runs" / "full" / "recommendations"), parts["test"], k, n_items
     )
     manifest = json.loads((work / "daily" / "runs" / "refreshed" / "manifest.json").read_text())
     counts = manifest["stages"]["refresh"]["counts"]

@@ -14,7 +14,8 @@
    the user's vector or seen items changed (new interactions), or their list holds an item
    whose vector changed, or some changed or new item now scores at least their k-th score
    (or their list is shorter than k). Any other user's list is provably the same as a full
-   re-score with the new vectors: no item in or above it moved, so it is kept.
+   re-score with the new vectors: no item in or above it moved, so it is kept. When half
+   or more of the items changed, everyone is re-scored (checking would cost as much).
 5. the new lists are published atomically. A full retrain stays the weekly path.
 """
 
@@ -96,21 +97,40 @@ def typed_like(df: DataFrame, col: str, like: DataFrame, what: str) -> DataFrame
 def merge_interactions(old: DataFrame, new: DataFrame, cfg: Config) -> DataFrame:
     """Base interactions plus new ``(user_idx, item_idx, strength, timestamp, n_events)``:
     a known pair sums strengths and events and keeps the latest time and its split; a new
-    pair is training data. Ratings follow from the merged strength."""
+    pair is training data. Ratings follow from the merged strength.
+
+    Only the pairs the delta touches are aggregated; the rest of the base table passes
+    through an anti-join against those pairs (a broadcast when the delta is small), so
+    the base table is not shuffled."""
     cols = [C.USER_IDX, C.ITEM_IDX, C.STRENGTH, C.TIMESTAMP, C.N_EVENTS]
-    both = old.select(*cols, C.SPLIT).unionByName(
-        new.select(*cols).withColumn(C.SPLIT, F.lit(None).cast("string"))
+    pairs = [C.USER_IDX, C.ITEM_IDX]
+    fresh = (
+        new.select(*cols)
+        .groupBy(*pairs)
+        .agg(
+            F.sum(C.STRENGTH).alias(C.STRENGTH),
+            F.max(C.TIMESTAMP).alias(C.TIMESTAMP),
+            F.sum(C.N_EVENTS).alias(C.N_EVENTS),
+        )
+        .withColumn(C.SPLIT, F.lit(None).cast("string"))
     )
-    merged = both.groupBy(C.USER_IDX, C.ITEM_IDX).agg(
-        F.sum(C.STRENGTH).alias(C.STRENGTH),
-        F.max(C.TIMESTAMP).alias(C.TIMESTAMP),
-        F.sum(C.N_EVENTS).cast("int").alias(C.N_EVENTS),
-        F.coalesce(F.max(C.SPLIT), F.lit(C.TRAIN)).alias(C.SPLIT),
+    keys = fresh.select(*pairs)
+    touched = old.join(keys, pairs, "left_semi").select(*cols, C.SPLIT)
+    merged = (
+        touched.unionByName(fresh)
+        .groupBy(*pairs)
+        .agg(
+            F.sum(C.STRENGTH).alias(C.STRENGTH),
+            F.max(C.TIMESTAMP).alias(C.TIMESTAMP),
+            F.sum(C.N_EVENTS).cast("int").alias(C.N_EVENTS),
+            F.coalesce(F.max(C.SPLIT), F.lit(C.TRAIN)).alias(C.SPLIT),
+        )
     )
+    untouched = old.join(keys, pairs, "left_anti").select(*cols, C.SPLIT)
     rating = confidence_rating(
         F.col(C.STRENGTH), form=cfg.wals.confidence, log_epsilon=cfg.wals.log_epsilon
     )
-    return merged.select(
+    return untouched.unionByName(merged).select(
         C.USER_IDX,
         C.ITEM_IDX,
         C.STRENGTH,
@@ -129,9 +149,16 @@ def rescore_users(
     old_lists: DataFrame,
     seen: DataFrame,
     cfg: Config,
+    n_items: int,
 ) -> DataFrame:
-    """``(user_idx)`` of the users whose lists can change (the rule in the module doc)."""
+    """``(user_idx)`` of the users whose lists can change (the rule in the module doc).
+
+    When at least half of the items changed, every user is re-scored without first
+    checking who could be overtaken: that check is itself a scoring pass over the changed
+    items, so it would cost about as much as the re-score it saves."""
     k = cfg.recommend.k
+    if changed_items.count() * 2 >= n_items:
+        return user_vectors.select(C.USER_IDX)
     kth = old_lists.groupBy(C.USER_IDX).agg(F.min(C.SCORE).alias(KTH), F.count(F.lit(1)).alias("n"))
     moved = (
         old_lists.join(changed_items, C.ITEM_IDX).select(C.USER_IDX).distinct()
@@ -342,7 +369,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         seen = seen_items(interactions)
         scorable = user_vectors.select(C.USER_IDX, C.FACTORS)
         todo = rescore_users(
-            scorable, item_vectors, changed_items, changed_users, old_lists, seen, cfg
+            scorable,
+            item_vectors,
+            changed_items,
+            changed_users,
+            old_lists,
+            seen,
+            cfg,
+            n_items=report["rows"]["items"],
         ).localCheckpoint()
         fresh = top_k_lists(
             scorable.join(todo, C.USER_IDX),
