@@ -115,3 +115,36 @@ def test_new_users_and_items_and_seen_items(spark, refreshed):
     assert untouched
     for u in untouched[:20]:
         np.testing.assert_array_equal(before.loc[u, C.FACTORS], after.loc[u, C.FACTORS])
+
+
+def test_everyone_is_rescored_when_half_the_items_changed(spark):
+    from jobs.config import config_from_dict
+    from jobs.refresh import rescore_users
+
+    cfg = config_from_dict(
+        {"data": {"interactions": {"path": "x"}}, "output": {"root": "y"}, "recommend": {"k": 2}}
+    )
+    users = spark.createDataFrame(
+        [(u, [1.0, float(u)]) for u in range(6)], "user_idx int, factors array<float>"
+    )
+    items = spark.createDataFrame(
+        [(i, [float(i), 1.0]) for i in range(4)], "item_idx int, vector array<float>"
+    )
+    old = spark.createDataFrame(
+        [(u, i, r, 1.0) for u in range(6) for r, i in enumerate([0, 1], 1)],
+        "user_idx int, item_idx int, rank int, score float",
+    )
+    nobody = spark.createDataFrame([], "user_idx int")
+
+    def rescored(changed: list[int]) -> list[int]:
+        changed_items = spark.createDataFrame([(i,) for i in changed], "item_idx int")
+        todo = rescore_users(users, items, changed_items, nobody, old, None, cfg, n_items=4)
+        return sorted(r.user_idx for r in todo.collect())
+
+    assert rescored([2, 3]) == list(range(6))  # half the catalog: no check, everyone
+    # One changed item outside every list, scoring below every k-th score: nobody.
+    low = spark.createDataFrame([(u, i, 1, 99.0) for u in range(6) for i in (0, 1)],
+                                "user_idx int, item_idx int, rank int, score float")  # fmt: skip
+    changed_items = spark.createDataFrame([(3,)], "item_idx int")
+    todo = rescore_users(users, items, changed_items, nobody, low, None, cfg, n_items=4)
+    assert todo.count() == 0
