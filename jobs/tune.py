@@ -32,6 +32,9 @@ from jobs.recommend import seen_items, top_k_lists
 from jobs.splitting import split_interactions
 from jobs.train_wals import fit_wals
 
+# Recorded for every trial; tune.metric ranks the trials by one of them.
+TRIAL_METRICS = ("recall", "ndcg", "precision", "map", "hit_rate")
+
 
 @dataclass(frozen=True)
 class Trial:
@@ -82,7 +85,7 @@ def score_trial(
     metrics = ranking_metrics(lists, valid, [k], n_catalog_items=n_items)
     return {
         **asdict(trial),
-        **{m: metrics[f"{m}@{k}"] for m in ("recall", "ndcg", "precision", "map")},
+        **{m: metrics[f"{m}@{k}"] for m in TRIAL_METRICS},
         "seconds": round(time.perf_counter() - started, 1),
     }
 

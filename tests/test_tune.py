@@ -78,3 +78,17 @@ def test_tune_picks_the_better_rank_and_writes_a_config(spark, tmp_path):
     assert summary["trials"][0]["ndcg"] > summary["trials"][1]["ndcg"] + 0.1
     tuned = load_config(run / "tuned.yaml")
     assert tuned.wals.rank == 4 and tuned.data.interactions.path == str(tmp_path / "events.csv")
+
+
+@pytest.mark.parametrize("name", ["recall", "ndcg", "precision", "map", "hit_rate", "coverage"])
+def test_every_metric_the_config_accepts_is_recorded_per_trial(name):
+    from jobs.errors import ConfigError
+    from jobs.tune import TRIAL_METRICS
+
+    raw = {"data": {"interactions": {"path": "x"}}, "output": {"root": "y"}}
+    try:
+        config_from_dict({**raw, "tune": {"metric": f"{name}@20"}})
+    except ConfigError:
+        assert name not in TRIAL_METRICS  # refused up front, never a KeyError after the trials
+    else:
+        assert name in TRIAL_METRICS
