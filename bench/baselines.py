@@ -54,16 +54,16 @@ def implicit_als(
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    model = AlternatingLeastSquares(
-        factors=rank,
-        regularization=reg,
-        alpha=1.0,
-        iterations=iterations,
-        use_cg=use_cg,
-        num_threads=threads,
-        random_state=42,
-    )
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=rank,
+            regularization=reg,
+            alpha=1.0,
+            iterations=iterations,
+            use_cg=use_cg,
+            num_threads=threads,
+            random_state=42,
+        )
         start = time.perf_counter()
         model.fit(confidences, show_progress=False)
         seconds = time.perf_counter() - start
@@ -127,14 +127,31 @@ def matmul_roofline(n_users: int, n_items: int, rank: int, threads: int) -> dict
     }
 
 
-def single_process_embed(texts: list[str], model: str, threads: int, max_length: int,
-                         batch: int) -> dict:  # fmt: skip
-    """bench_embed's single-process batched forward (model load included)."""
+def single_process_embed(
+    texts: list[str], model: str, threads: int, max_length: int, batch: int
+) -> dict:
+    """bench_embed's single-process batched forward (model load included), in a fresh
+    Python process: what a user would run, without this process's Spark and OpenMP pools."""
+    import json
+    import subprocess
     import sys
+    import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_embed import single_process
-
-    result = single_process(texts, model, threads, max_length, batch)
+    bench = Path(__file__).resolve().parent
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(texts, f)
+    code = (
+        "import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "from bench_embed import single_process\n"
+        "texts = json.load(open(sys.argv[3]))\n"
+        "print(json.dumps(single_process(texts, sys.argv[4], int(sys.argv[5]), "
+        "int(sys.argv[6]), int(sys.argv[7]))))"
+    )
+    argv = [str(bench), str(bench.parent), f.name, model, str(threads), str(max_length)]
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv, str(batch)], check=True, capture_output=True, text=True
+    )
+    Path(f.name).unlink()
+    result = json.loads(out.stdout.strip().splitlines()[-1])
     result["texts"] = len(texts)
     return result

@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
         }
     result["machine"] = {"cores": args.cores, "cpus": os.cpu_count(),
                          "python": platform.python_version()}  # fmt: skip
-    shutil.rmtree(root, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
     return result
 
 
@@ -177,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6])
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
-    parser.add_argument("--data", default=str(REPO / "bench-data"), help="generated data")
+    parser.add_argument(
+        "--data",
+        default=str(Path(tempfile.gettempdir()) / "wals-roberta-bench"),
+        help="where generated data and run directories go",
+    )
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--rank", type=int, default=64)
@@ -188,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-texts", type=int, default=4000,
                         help="texts for the single-process encoder baseline")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
+    parser.add_argument("--keep", action="store_true", help="keep each size's run directory")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true", help="rewrite scale.json/.md")
     args = parser.parse_args(argv)
@@ -211,6 +218,8 @@ def child_command(size: float, args: argparse.Namespace) -> list[str]:
     for option in ("out", "data", "cores", "driver_memory", "rank", "iterations", "k", "seed",
                    "encoder", "embed_texts"):  # fmt: skip
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    if args.keep:
+        command.append("--keep")
     for value in args.set:
         command += ["--set", value]
     return command
