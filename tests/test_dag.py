@@ -123,6 +123,7 @@ RUNNER = textwrap.dedent(
     from datetime import datetime, UTC
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.session import create_session
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rendered
     from airflow.models.taskinstance import TaskInstance
 
     spec = json.loads(sys.argv[1])
@@ -138,7 +139,12 @@ RUNNER = textwrap.dedent(
             tis = session.query(TaskInstance).filter(
                 TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == dr.run_id
             )
-            results.append({ti.task_id: str(ti.state) for ti in tis})
+            states = {ti.task_id: str(ti.state) for ti in tis}
+            rendered = session.query(Rendered).filter(
+                Rendered.dag_id == dag.dag_id, Rendered.run_id == dr.run_id
+            )
+            fields = {r.task_id: r.rendered_fields for r in rendered}
+        results.append({"states": states, "rendered": fields})
         for key in run.get("variables", {}):
             del os.environ[key]
     print("RESULT " + json.dumps(results))
@@ -161,9 +167,10 @@ def fake_repo(tmp_path_factory) -> Path:
     return repo
 
 
-def run_dag(tmp_path: Path, runs: list[dict]) -> list[dict[str, str]]:
+def run_dag(tmp_path: Path, runs: list[dict]) -> list[dict]:
     """Run the DAG once per entry of ``runs`` (``day``, ``conf``, ``variables``: Airflow
-    Variables as environment) in a fresh Airflow; the task states of each run."""
+    Variables as environment) in a fresh Airflow; for each run, the task states
+    (``states``) and the template fields as rendered by Airflow (``rendered``)."""
     env = airflow_env(tmp_path / "airflow-home")
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -219,7 +226,7 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
         "submit_options": ["--master", "local[1]", "--conf", f"spark.app.name={HOSTILE}"],
     }
     lean = ["data.items.text_template=null", "split.holdout=none"]
-    full_run, variable_run, refresh_run, lean_run = run_dag(
+    full, variable, refresh, lean = run_dag(
         tmp_path,
         [
             {"day": sunday, "conf": conf, "variables": {}},
@@ -236,6 +243,8 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
                 "day": tuesday,
                 "conf": conf,
                 "variables": {
+                    # the run's param wins over the Variable
+                    "AIRFLOW_VAR_WALS_ROBERTA_CONFIG": "conf/not-this-one.yaml",
                     "AIRFLOW_VAR_WALS_ROBERTA_REFRESH_OVERRIDES": json.dumps(
                         [f"data.interactions.path=new/{HOSTILE}.csv"]
                     ),
@@ -244,10 +253,22 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
             {"day": next_sunday, "conf": {**conf, "overrides": conf["overrides"] + lean}},
         ],
     )
+    full_run, variable_run, refresh_run, lean_run = (
+        r["states"] for r in (full, variable, refresh, lean)
+    )
     calls = submitted(fake_repo)
 
     # Nothing the user passed was executed by a shell.
     assert not list(fake_repo.rglob("pwned*")) and not list(Path.cwd().glob("pwned*"))
+
+    # As Airflow rendered them: the hostile values are in the environment, never the command.
+    for task, fields in [*full["rendered"].items(), *refresh["rendered"].items()]:
+        if task == "choose_path":
+            continue
+        assert HOSTILE not in fields["bash_command"], task
+        assert fields["env"]["WR_CONFIG"] == config, task
+        assert HOSTILE in fields["env"]["WR_OVERRIDES"], task
+    assert set(full["rendered"]) >= set(FULL) and "refresh" in refresh["rendered"]
 
     # Sunday, demo config: every stage once; refresh skipped.
     assert {t: full_run[t] for t in FULL} == dict.fromkeys(FULL, "success")
