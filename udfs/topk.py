@@ -256,12 +256,16 @@ def recommend_top_k(
     items = items.withColumn("item_block", (F.col("item_idx") / items_per_block).cast("int"))
     n_item_blocks = (items.agg(F.max("item_block")).first()[0] or 0) + 1
 
-    user_blocks = users.groupBy("user_block").applyInPandas(
-        lambda pdf: pack_user_block(pdf, "vector"), USER_BLOCK_SCHEMA
+    # One shuffle, no sampling: users are hash-partitioned by block into as many partitions
+    # as blocks (a number Spark's adaptive execution keeps; left to itself it coalesced the
+    # blocks, small in bytes, into one partition packed and scored by one core), and the
+    # grouping reuses that partitioning. A range partitioning would evaluate the seen join
+    # twice, once to sample its bounds.
+    user_blocks = (
+        users.repartition(n_user_blocks, "user_block")
+        .groupBy("user_block")
+        .applyInPandas(lambda pdf: pack_user_block(pdf, "vector"), USER_BLOCK_SCHEMA)
     )
-    # One block per task: without this the blocks, small in bytes, would be coalesced into
-    # a single partition and scored by one core.
-    user_blocks = user_blocks.repartitionByRange(n_user_blocks, "user_block")
     item_blocks = items.groupBy("item_block").applyInPandas(
         lambda pdf: pack_item_block(pdf, "vector"), ITEM_BLOCK_SCHEMA
     )
