@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -135,6 +136,9 @@ def main() -> int:
         return out
 
     from jobs.spark import build_session
+
+    # The local driver is the executor too: the default 1 GiB is short for 10^6+ rows.
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 6g pyspark-shell")
 
     base_sets = settings("base.csv", "base_items.csv", "daily")
     spark = build_session(load_config(REPO / "conf" / "default.yaml", base_sets))
