@@ -83,6 +83,15 @@ def peak_executor_memory(spark) -> dict | None:
     return {f"{k}_mb": round(peaks[k] / 2**20, 1) for k in keys if k in peaks}
 
 
+def mllib_blas(spark) -> dict:
+    """Which BLAS MLlib loaded (``JNIBLAS`` is native; ``VectorBLAS``/``JavaBLAS`` not)."""
+    netlib = spark._jvm.dev.ludovic.netlib
+    return {
+        "blas": netlib.blas.BLAS.getInstance().getClass().getSimpleName(),
+        "lapack": netlib.lapack.LAPACK.getInstance().getClass().getSimpleName(),
+    }
+
+
 def item_texts(data: Path, limit: int) -> list[str]:
     import pandas as pd
 
@@ -130,6 +139,7 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
                 spark, str(run_dir / "als_model"), args.k
             )
         result["spark_peak_memory"] = peak_executor_memory(spark)
+        result["mllib_blas"] = mllib_blas(spark)
         spark.stop()
         confidences = baselines.training_confidences(run_dir / "interactions", cfg.wals.alpha)
         result["train_rows"] = int(confidences.nnz)

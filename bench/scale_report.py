@@ -15,6 +15,30 @@ TARGETS = {
 }
 
 
+NOTES = [
+    "How to read these tables:",
+    "",
+    "- Seconds per stage are the run manifest's; each size runs in its own process, stages in",
+    "  one local SparkSession. In local mode the driver and the executor are one JVM, so the",
+    "  JVM column is both; Python workers are the pandas-UDF processes, summed.",
+    "- recommend_speedup_vs_mllib = MLlib recommendForAllUsers(k) seconds (noop sink, no",
+    "  seen-item exclusion, no cold items) / our recommend stage seconds (exclusion, cold items,",
+    "  original ids, Parquet written, fold-in check, cold share).",
+    "- recommend_share_of_roofline = (users × items × rank × 2 FLOPs at numpy's float32 rate for",
+    "  (4096 × rank) @ (rank × items)) / our recommend stage seconds.",
+    "- train ratios: our train stage seconds (fit, model and factor tables written) per",
+    "  iteration / implicit's fit seconds per iteration on the same training confidences",
+    "  c = 1 + alpha·r, same rank, iterations and reg (MLlib scales reg by each user's and",
+    "  item's count, implicit does not: the work per iteration is the same).",
+    "- embed ratio = our embed stage texts/s (distinct texts encoded, model loads and cache",
+    "  writes included) / a single process's batched forward of the same encoder (model load",
+    "  included) over the first --embed-texts distinct texts, same threads in total.",
+    "- The machine is shared: ratios are within one run, on the same data; absolute seconds",
+    "  move with the other load.",
+    "",
+]
+
+
 def stage_rows(r: dict, stage: str) -> tuple[int, str]:
     """The count each stage's rows/s is taken over, and what it counts."""
     s = r["stages"][stage]
@@ -108,6 +132,8 @@ def size_table(r: dict) -> list[str]:
         f"{b['single_process_embed']['texts']:,} texts |",
         "",
     ]
+    if r.get("mllib_blas"):
+        lines += [f"MLlib BLAS: {r['mllib_blas']}", ""]
     if r.get("spark_peak_memory"):
         lines += [f"Spark executor peakMemoryMetrics (REST API): {r['spark_peak_memory']}", ""]
     return lines
@@ -129,7 +155,7 @@ def write_report(out: Path) -> str:
           "| size | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]  # fmt: skip
     for size, rt in summary["ratios"].items():
         md.append(f"| {size} | " + " | ".join(str(rt[k]) for k in keys) + " |")
-    md += ["", "Targets: " + "; ".join(f"{k} {v}" for k, v in TARGETS.items()), ""]
+    md += ["", "Targets: " + "; ".join(f"{k} {v}" for k, v in TARGETS.items()), "", *NOTES]
     if summary["growth_exponent"]:
         md += ["## Growth (exponent of seconds vs interactions; 1 = linear)", ""]
         md += ["| sizes | " + " | ".join(STAGES) + " |", "| --- |" + " ---: |" * len(STAGES)]
