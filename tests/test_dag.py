@@ -167,7 +167,7 @@ def fake_repo(tmp_path_factory) -> Path:
     return repo
 
 
-def run_dag(tmp_path: Path, runs: list[dict]) -> list[dict]:
+def run_dag(tmp_path: Path, runs: list[dict], timeout: float = 300) -> list[dict]:
     """Run the DAG once per entry of ``runs`` (``day``, ``conf``, ``variables``: Airflow
     Variables as environment) in a fresh Airflow; for each run, the task states
     (``states``) and the template fields as rendered by Airflow (``rendered``)."""
@@ -184,7 +184,7 @@ def run_dag(tmp_path: Path, runs: list[dict]) -> list[dict]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
@@ -316,3 +316,56 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
         "--run-id",
         ids[2],
     ]
+
+
+@pytest.mark.slow
+def test_dag_runs_the_real_job_retrain_then_refresh(tmp_path):
+    """The weekly path then a daily refresh through the real ``spark-submit.sh`` (Spark
+    local mode): one run directory per DAG run, every stage complete, lists published."""
+    from jobs.synthetic import generate, write_csv
+
+    interactions, items = generate(60, 70, 900, seed=5)
+    write_csv(tmp_path / "data", interactions, items)
+    new = interactions.head(20).assign(user_id=lambda d: "late" + d.user_id.str[-1])
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "out"
+    conf = {
+        "repo": str(REPO),
+        "config": "conf/demo.yaml",
+        "overrides": [
+            f"data.interactions.path={tmp_path / 'data' / 'interactions.csv'}",
+            f"data.items.path={tmp_path / 'data' / 'items.csv'}",
+            "data.items.text_template=null",
+            f"output.root={out}",
+            "wals.rank=4",
+            "wals.iterations=2",
+        ],
+        "refresh_overrides": [
+            f"data.interactions.path={tmp_path / 'new.csv'}",
+            "data.items.path=null",
+        ],
+        "submit_options": ["--master", "local[2]", "--driver-memory", "1g"],
+    }
+    retrain, refresh = run_dag(
+        tmp_path,
+        [
+            {"day": "2024-01-07", "conf": {**conf, "mode": "retrain"}},
+            {"day": "2024-01-08", "conf": {**conf, "mode": "refresh"}},
+        ],
+        timeout=1200,  # six spark-submit JVMs, one after the other
+    )
+    ran = ["prepare", "train", "recommend", "evaluate", "publish"]
+    assert {t: retrain["states"][t] for t in ran} == dict.fromkeys(ran, "success")
+    assert refresh["states"]["refresh"] == "success"
+
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) == 2 and [r[:8] for r in runs] == ["20240107", "20240108"]
+    first = json.loads((out / "runs" / runs[0] / "manifest.json").read_text())
+    assert {s for s, e in first["stages"].items() if e["status"] == "complete"} == set(ran)
+    second = json.loads((out / "runs" / runs[1] / "manifest.json").read_text())
+    assert second["stages"]["refresh"]["status"] == "complete"
+    import pandas as pd
+
+    lists = pd.read_parquet(out / "recommendations")
+    assert set(new.user_id) <= set(lists.user_id)
+    assert set(interactions.user_id) <= set(lists.user_id)
