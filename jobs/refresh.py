@@ -44,16 +44,20 @@ BEST_NEW = "best_new"
 KTH = "kth"
 
 
-def base_run(spark: SparkSession, cfg: Config) -> tables.Run:
-    """``refresh.base_run``, else the newest run whose publish stage completed."""
+def base_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> tables.Run:
+    """``refresh.base_run``, else the newest run whose publish stage completed, other than
+    ``run_id`` (the refresh's own run: a retry of a refresh that already published starts
+    again from the same base, not from itself)."""
     if cfg.refresh.base_run:
         run = tables.open_run(spark, cfg, cfg.refresh.base_run, create=False)
         if not tables.has_table(spark, run, "recommendations"):
             raise RunStateError(f"refresh.base_run {run.run_id} has no recommendations table")
         return run
     root = storage.normalize(cfg.output.root)
-    for run_id in reversed(storage.list_names(spark, storage.join(root, "runs"))):
-        run = tables.open_run(spark, cfg, run_id, create=False)
+    for name in reversed(storage.list_names(spark, storage.join(root, "runs"))):
+        if name == run_id:
+            continue
+        run = tables.open_run(spark, cfg, name, create=False)
         stages = tables.read_manifest(spark, run).get("stages", {})
         if stages.get("publish", {}).get("status") == "complete":
             return run
@@ -187,7 +191,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             "refresh: wals.confidence=time_decay re-weights every interaction as time passes, "
             "so it cannot be refreshed incrementally; run the pipeline"
         )
-    base = base_run(spark, cfg)
+    base = base_run(spark, cfg, run_id)
     run_ = tables.open_run(spark, cfg, run_id, create=True)
     if run_.run_id == base.run_id:
         raise ConfigError(f"--run-id: the refresh must write a new run, not {base.run_id}")
@@ -216,7 +220,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         item_ids = delta.select(C.ITEM_ID)
         if catalog_ids is not None:
             catalog_ids = typed_like(catalog_ids, C.ITEM_ID, old_items, "data.items id")
-            texts = typed_like(texts, C.ITEM_ID, old_items, "data.items id")
+            if texts is not None:  # a catalog without text_template adds ids only
+                texts = typed_like(texts, C.ITEM_ID, old_items, "data.items id")
             item_ids = item_ids.unionByName(catalog_ids)
         users, n_new_users = extend_index(
             old_users, delta, id_col=C.USER_ID, idx_col=C.USER_IDX, what="users"

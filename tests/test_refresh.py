@@ -61,7 +61,7 @@ def refreshed(spark, tmp_path_factory):
     assert cli.main(["pipeline", "--config", conf, "--run-id", "base"]) == 0
     conf = write_config(work / "delta.yaml", work / "delta.csv", work / "new_items.csv", root)
     assert cli.main(["refresh", "--config", conf, "--run-id", "daily"]) == 0
-    return {"root": root, "delta": delta, "new_items": new_items, "base": base}
+    return {"root": root, "delta": delta, "new_items": new_items, "base": base, "conf": conf}
 
 
 def read(spark, root, table, run="daily"):
@@ -148,3 +148,24 @@ def test_everyone_is_rescored_when_half_the_items_changed(spark):
     changed_items = spark.createDataFrame([(3,)], "item_idx int")
     todo = rescore_users(users, items, changed_items, nobody, low, None, cfg, n_items=4)
     assert todo.count() == 0
+
+
+def test_a_retried_refresh_starts_again_from_the_same_base(spark, refreshed):
+    # A retry after the publish (e.g. a scheduler task that failed later) must not take its
+    # own published run as the base: it recomputes from the base and publishes the same.
+    root = refreshed["root"]
+
+    def published():
+        df = spark.read.parquet(str(root / "recommendations")).toPandas()
+        return df.sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
+
+    before = published()
+    assert cli.main(["refresh", "--config", refreshed["conf"], "--run-id", "daily"]) == 0
+    manifest = json.loads((root / "runs" / "daily" / "manifest.json").read_text())
+    assert manifest["stages"]["refresh"]["base_run"] == "base"
+    after = published()
+    assert (
+        (after[[C.USER_ID, C.RANK, C.ITEM_ID]] == before[[C.USER_ID, C.RANK, C.ITEM_ID]])
+        .all()
+        .all()
+    )
