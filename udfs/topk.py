@@ -64,9 +64,10 @@ def top_k_block(
         users_t = torch.from_numpy(np.array(user_vectors[start:stop], dtype=np.float32))
         block = users_t @ items_t.T
         if seen_rows.size:
-            in_chunk = (seen_rows >= start) & (seen_rows < stop)
-            r = torch.from_numpy(seen_rows[in_chunk] - start)
-            c = torch.from_numpy(seen_cols[in_chunk])
+            # seen_rows is sorted: the chunk's entries are one slice, found without a scan.
+            lo, hi = np.searchsorted(seen_rows, [start, stop])
+            r = torch.from_numpy(seen_rows[lo:hi] - start)
+            c = torch.from_numpy(seen_cols[lo:hi])
             block[r, c] = float("-inf")
         # One more than kept: the (k+1)-th score shows whether a tie crosses the cut.
         top_scores, top_pos = torch.topk(block, min(kk + 1, n_items), dim=1, sorted=True)
