@@ -86,9 +86,10 @@ def segment_lists(
     """For each segment: (item universe, held-out pairs, {method: lists}); the first method
     is the model, the second its baseline.
 
-    all: every held-out interaction, the production lists. With item vectors from the
-    projection stage also warm (held-out interactions on warm items, ranked over warm items)
-    and cold (interactions with items unseen in training, ranked over those items only).
+    all: every held-out interaction, the production lists. When the projection stage gave
+    some items projected vectors, also warm (held-out interactions on warm items, ranked over
+    warm items) and cold (interactions with items unseen in training, ranked over those
+    items only).
     With held-out users, new_users: their held-out interactions on trained items, ranked over
     those items, fold-in against popularity and a model trained with them.
     """
@@ -115,7 +116,10 @@ def segment_lists(
     if tables.has_table(spark, run, "item_vectors"):
         vectors = tables.read_table(spark, run, "item_vectors")
         is_cold = F.col(C.SOURCE) == "projected"
-        for name, cond, baseline in (("warm", ~is_cold, "popularity"), ("cold", is_cold, "random")):
+        # Without cold items the warm segment would repeat `all`: both are left out then.
+        split_by_source = not vectors.filter(is_cold).isEmpty()
+        by_source = (("warm", ~is_cold, "popularity"), ("cold", is_cold, "random"))
+        for name, cond, baseline in by_source if split_by_source else ():
             universe = vectors.filter(cond)
             pairs = test.join(universe.select(C.ITEM_IDX), C.ITEM_IDX)
             model = top_k_lists(
