@@ -19,11 +19,15 @@ from typing import Any, Literal
 
 import yaml
 
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, first_line
 
 FileFormat = Literal["auto", "csv", "parquet", "delta", "table"]
 ConfidenceForm = Literal["binary", "linear", "log", "sqrt", "time_decay"]
 # One to three dot-separated identifiers: table, database.table, catalog.database.table.
+MLFLOW_MISSING = (
+    "tracking.mlflow: true needs the mlflow package on the driver; install the extra "
+    "with pip install 'wals-roberta[mlflow]' (or set tracking.mlflow=false)"
+)
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
 
 
@@ -223,7 +227,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         try:
             raw = yaml.safe_load(file.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--config {file}: not valid YAML ({_first_line(exc)})") from None
+            raise ConfigError(f"--config {file}: not valid YAML ({first_line(exc)})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"--config {file}: the top level must be a mapping of sections")
     for item in overrides:
@@ -351,10 +355,7 @@ def _validate_tracking(tr: TrackingConfig) -> None:
     _require(tr.uri is None or bool(tr.uri.strip()), "tracking.uri", "unset or a URI", tr.uri)
     if tr.mlflow and importlib.util.find_spec("mlflow") is None:
         # Checked here so that the first stage fails, not the publish at the end of a long run.
-        raise ConfigError(
-            "tracking.mlflow: true needs the mlflow package on the driver; install the extra "
-            "with pip install 'wals-roberta[mlflow]' (or set tracking.mlflow=false)"
-        )
+        raise ConfigError(MLFLOW_MISSING)
 
 
 # --- schema walking -------------------------------------------------------------------
@@ -364,10 +365,6 @@ def _require(ok: bool, key: str, allowed: str, value: Any = dataclasses.MISSING)
     if not ok:
         got = "" if value is dataclasses.MISSING else f", got {value!r}"
         raise ConfigError(f"{key}: must be {allowed}{got}")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

@@ -1,6 +1,13 @@
 """Errors the job reports to its user as one line, without a stack trace."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for
+    one-line errors that wrap a library's multi-line ones."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class WalsRobertaError(Exception):
     """Base class: the message is complete and is shown to the user as is."""
 

@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs import storage
 from jobs.config import Config
-from jobs.errors import ConfigError, RunStateError
+from jobs.errors import ConfigError, RunStateError, first_line
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
@@ -251,7 +251,7 @@ def register_table(spark: SparkSession, name: str, path: str, fmt: str) -> None:
             spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted} USING {fmt} LOCATION '{location}'")
         spark.sql(f"REFRESH TABLE {quoted}")
     except AnalysisException as exc:
-        raise ConfigError(f"output.table: cannot register {name}: {_first_line(exc)}") from None
+        raise ConfigError(f"output.table: cannot register {name}: {first_line(exc)}") from None
 
 
 def _table_location(spark: SparkSession, quoted: str) -> str | None:
@@ -264,11 +264,6 @@ def _qualified(spark: SparkSession, path: str) -> str:
     jpath = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
     fs = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     return str(fs.makeQualified(jpath).toString()).rstrip("/")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def recover_published(spark: SparkSession, root: str, published_name: str) -> str | None:

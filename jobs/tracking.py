@@ -26,8 +26,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from jobs import report, storage, tables
-from jobs.config import Config
-from jobs.errors import ConfigError
+from jobs.config import MLFLOW_MISSING, Config
+from jobs.errors import ConfigError, first_line
 
 RUN_ID_TAG = "wals_roberta.run_id"
 ARTIFACTS = (report.REPORT, report.PLOT, tables.METRICS, tables.MANIFEST)
@@ -92,10 +92,7 @@ def log_run(spark: SparkSession, cfg: Config, run: tables.Run) -> str | None:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.tracking import MlflowClient
     except ImportError:
-        raise ConfigError(
-            "tracking.mlflow: true needs the mlflow package on the driver; install the extra "
-            "with pip install 'wals-roberta[mlflow]'"
-        ) from None
+        raise ConfigError(MLFLOW_MISSING) from None
     manifest = tables.read_manifest(spark, run)
     metrics = manifest.get("metrics")
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
@@ -136,10 +133,9 @@ def log_run(spark: SparkSession, cfg: Config, run: tables.Run) -> str | None:
     except ConfigError:
         raise
     except Exception as exc:  # the lists are published already; say how to log again
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"tracking.uri: logging run {run.run_id} to MLflow "
-            f"({cfg.tracking.uri or 'default tracking URI'}) failed: {first}; the lists are "
-            "published, run `publish` again with the same --run-id to log it"
+            f"({cfg.tracking.uri or 'default tracking URI'}) failed: {first_line(exc)}; the "
+            "lists are published, run `publish` again with the same --run-id to log it"
         ) from None
     return mlflow_run_id
