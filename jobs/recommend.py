@@ -27,12 +27,9 @@ def known_history(interactions: DataFrame) -> DataFrame:
 
 
 def seen_items(interactions: DataFrame) -> DataFrame:
-    """``(user_idx, seen)``: each user's known items (training and fold-in), sorted."""
-    return (
-        known_history(interactions)
-        .groupBy(C.USER_IDX)
-        .agg(F.sort_array(F.collect_list(C.ITEM_IDX)).alias(C.SEEN))
-    )
+    """``(user_idx, item_idx)``: each user's known items (training and fold-in), the pairs
+    the top-k excludes (grouped per user there, in the same shuffle as the vectors)."""
+    return known_history(interactions).select(C.USER_IDX, C.ITEM_IDX)
 
 
 def item_vectors_for_scoring(spark: SparkSession, run: tables.Run) -> tuple[DataFrame, str]:
@@ -82,8 +79,9 @@ def top_k_lists(
     k: int | None = None,
     user_vector_col: str = C.FACTORS,
     item_vector_col: str = C.FACTORS,
+    carry: str | None = None,
 ) -> DataFrame:
-    """``(user_idx, item_idx, score, rank)`` for every user with a vector."""
+    """``([carry,] user_idx, item_idx, score, rank)`` for every user with a vector."""
     return recommend_top_k(
         user_vectors,
         item_vectors,
@@ -93,17 +91,25 @@ def top_k_lists(
         item_vector_col=item_vector_col,
         users_per_block=rc.users_per_block,
         items_per_block=rc.items_per_block,
+        carry=carry,
     )
 
 
 def with_original_ids(top: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
-    """Index-based lists as ``(user_id, rank, item_id, score)``."""
-    return (
-        top.join(users, C.USER_IDX)
-        .join(items, C.ITEM_IDX)
-        .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE)
-        .sortWithinPartitions(C.USER_ID, C.RANK)
+    """Index-based lists as ``(user_id, rank, item_id, score)``; ``top`` may already carry
+    ``user_id``. Item ids come by a broadcast join (the item table is small next to the lists;
+    the lists are not shuffled)."""
+    if C.USER_ID not in top.columns:
+        top = top.join(users, C.USER_IDX)
+    return top.join(F.broadcast(items.select(C.ITEM_IDX, C.ITEM_ID)), C.ITEM_IDX).select(
+        C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE
     )
+
+
+def needs_fold_in(interactions: DataFrame) -> bool:
+    """Whether any user has known history that was not trained on (fold-in rows); the
+    split column's Parquet statistics let most files be skipped."""
+    return not interactions.filter(F.col(C.SPLIT) == C.FOLD_IN).isEmpty()
 
 
 def cold_share(recs: DataFrame, item_vectors: DataFrame) -> float:
@@ -124,17 +130,25 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         item_vectors, vector_col = item_vectors_for_scoring(spark, run_)
         interactions = tables.read_table(spark, run_, "interactions")
         users = tables.read_table(spark, run_, "users")
-        scored = user_factors.select(C.USER_IDX, C.FACTORS)
-        if cfg.recommend.fold_in != "none":
+        # Both factor tables carry user_id, copied onto the list rows by the scoring.
+        scored = user_factors.select(C.USER_IDX, C.FACTORS, C.USER_ID)
+        if cfg.recommend.fold_in != "none" and needs_fold_in(interactions):
             folded = fold_in_vectors(interactions, user_factors, item_vectors, vector_col, cfg)
             report["rows"]["fold_in_factors"] = tables.write_table(
                 spark, run_, "fold_in_factors", folded.join(users, C.USER_IDX)
             )
             folded = tables.read_table(spark, run_, "fold_in_factors")
-            scored = scored.unionByName(folded.select(C.USER_IDX, C.FACTORS))
+            scored = scored.unionByName(folded.select(C.USER_IDX, C.FACTORS, C.USER_ID))
         report["fold_in"] = cfg.recommend.fold_in
         seen = seen_items(interactions)
-        top = top_k_lists(scored, item_vectors, seen, cfg.recommend, item_vector_col=vector_col)
+        top = top_k_lists(
+            scored,
+            item_vectors,
+            seen,
+            cfg.recommend,
+            item_vector_col=vector_col,
+            carry=C.USER_ID,
+        )
         recs = with_original_ids(top, users, tables.read_table(spark, run_, "items"))
         report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
         report["k"] = cfg.recommend.k

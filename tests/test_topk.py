@@ -99,3 +99,64 @@ def test_spark_blocks_match_brute_force(spark, exclude):
         mine = top[top.user_idx == u].sort_values("rank")
         assert mine.item_idx.tolist() == expected[u]
         assert mine["rank"].tolist() == list(range(1, len(expected[u]) + 1))
+
+
+def test_pack_user_rows_groups_vectors_and_seen_pairs():
+    """One partition in any order → users sorted, vectors and carried ids aligned with them,
+    each user's seen items sorted in CSR form; seen rows of a user without a vector and
+    users without seen rows handled."""
+    import pyarrow as pa
+
+    from udfs.topk import pack_user_rows
+
+    rng = np.random.default_rng(3)
+    vectors = {u: rng.normal(size=3).astype(np.float32) for u in (9, 2, 5, 7)}
+    seen = {9: [4, 1, 8], 2: [6], 5: [], 7: [3, 0], 11: [2, 5]}  # 11 has no vector
+    rows = [(u, v.tolist(), -1, f"u{u}") for u, v in vectors.items()]
+    rows += [(u, [], i, None) for u, items in seen.items() for i in items]
+    order = rng.permutation(len(rows))
+    rows = [rows[i] for i in order]
+    schema = pa.schema(
+        [
+            ("user_idx", pa.int32()),
+            ("vector", pa.list_(pa.float32())),
+            ("item_idx", pa.int32()),
+            ("user_id", pa.string()),
+        ]
+    )
+    table = pa.Table.from_pylist(
+        [dict(zip(schema.names, r, strict=True)) for r in rows], schema=schema
+    )
+    batches = table.to_batches(max_chunksize=4)  # a user's rows span batches
+    (packed,) = list(pack_user_rows(3, carry="user_id")(iter(batches)))
+    users = packed.column("user_idx")[0].values.to_numpy()
+    assert users.tolist() == [2, 5, 7, 9]
+    got_vectors = packed.column("vectors")[0].values.to_numpy().reshape(-1, 3)
+    np.testing.assert_array_equal(got_vectors, np.stack([vectors[u] for u in users]))
+    assert packed.column("user_id")[0].values.to_pylist() == ["u2", "u5", "u7", "u9"]
+    offsets = packed.column("seen_offsets")[0].values.to_numpy()
+    flat = packed.column("seen_items")[0].values.to_numpy()
+    for n, u in enumerate(users):
+        assert flat[offsets[n] : offsets[n + 1]].tolist() == sorted(seen[u])
+
+
+@pytest.mark.spark
+def test_spark_seen_pairs_and_carried_ids(spark):
+    """Seen items given as (user, item) pairs exclude the same items as lists; a carried
+    column arrives on every list row of its user; users without a vector get no list."""
+    users, items, seen = random_problem(seed=4)
+    udf = spark.createDataFrame(
+        [(u, users[u].tolist(), f"id{u}") for u in range(len(users))],
+        "user_idx int, factors array<float>, user_id string",
+    )
+    idf = spark.createDataFrame(
+        [(i, items[i].tolist()) for i in range(len(items))], "item_idx int, factors array<float>"
+    )
+    pairs = [(u, i) for u, s in seen.items() for i in s] + [(999, 1)]
+    sdf = spark.createDataFrame(pairs, "user_idx int, item_idx int")
+    top = recommend_top_k(udf, idf, k=6, seen=sdf, users_per_block=9, carry="user_id").toPandas()
+    expected = brute_force(users, items, 6, seen)
+    assert set(top.user_idx) == set(range(len(users)))
+    assert (top.user_id == "id" + top.user_idx.astype(str)).all()
+    for u in range(len(users)):
+        assert top[top.user_idx == u].sort_values("rank").item_idx.tolist() == expected[u]

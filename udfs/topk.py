@@ -8,16 +8,10 @@ merges the partial lists when there is more than one item block.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 
 TOP_K_SCHEMA = "user_idx int, item_idx int, score float, rank int"
-USER_BLOCK_SCHEMA = (
-    "user_block int, user_idx array<int>, vectors array<float>, "
-    "seen_offsets array<int>, seen_items array<int>"
-)
 ITEM_BLOCK_SCHEMA = "item_block int, item_idx array<int>, vectors array<float>"
 
 # Scores of one user chunk against one item block stay under this many floats (8 MB): the
@@ -141,29 +135,111 @@ def ranks_within_rows(rows: np.ndarray) -> np.ndarray:
     return (np.arange(rows.size) - np.repeat(starts, lengths) + 1).astype(np.int32)
 
 
-# --- block packing (run inside applyInPandas / mapInPandas) ---------------------------
+# --- block packing and scoring (run inside mapInArrow) ----------------------------------
 
 
-def pack_user_block(pdf: pd.DataFrame, vector_col: str) -> pd.DataFrame:
-    """All users of one block as one row: ids, vectors flattened, seen items in CSR form."""
-    pdf = pdf.sort_values("user_idx")
-    vectors = np.stack(pdf[vector_col].to_numpy()).astype(np.float32)
-    if "seen" in pdf.columns:
-        seen_lists = [np.asarray(s if s is not None else [], dtype=np.int32) for s in pdf["seen"]]
-    else:
-        seen_lists = [np.empty(0, dtype=np.int32)] * len(pdf)
-    lengths = np.fromiter((len(s) for s in seen_lists), dtype=np.int64, count=len(seen_lists))
-    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
-    flat_seen = np.concatenate(seen_lists) if seen_lists else np.empty(0, dtype=np.int32)
-    return pd.DataFrame(
-        {
-            "user_block": [int(pdf["user_block"].iloc[0])],
-            "user_idx": [pdf["user_idx"].to_numpy(dtype=np.int32)],
+def _list_values(column, i: int) -> np.ndarray:
+    """Row ``i`` of an Arrow list column as a numpy view (no copy for numeric values)."""
+    return column[i].values.to_numpy(zero_copy_only=False)
+
+
+def pack_user_rows(rank: int, carry: str | None = None):
+    """mapInArrow body: one partition's user rows and seen rows → one user-block row.
+
+    Input rows are either ``(user_idx, vector)`` with ``item_idx`` −1, or a seen pair
+    ``(user_idx, item_idx)`` with an empty ``vector``, hash-partitioned by user in any order
+    (empty lists, not nulls: Spark's Arrow conversion of null arrays is several times slower). The
+    output row holds the partition's users sorted by index, their vectors flattened and
+    their seen items in CSR form (offsets into ``seen_items``), plus the ``carry`` column's
+    values per user. Users with seen rows but no vector are dropped (they get no list).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def run(batches):
+        table = pa.Table.from_batches([b for b in batches if b.num_rows])
+        if table.num_rows == 0:
+            return
+        table = table.combine_chunks()
+        is_vector = pc.less(table.column("item_idx"), 0)
+        users = table.filter(is_vector)
+        if users.num_rows == 0:
+            return
+        seen = table.filter(pc.invert(is_vector))
+        user_idx = users.column("user_idx").to_numpy()
+        order = np.argsort(user_idx, kind="stable")
+        user_idx = user_idx[order]
+        flat = users.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        if flat.size != len(order) * rank:
+            raise ValueError(f"top-k: user vectors are not all of length {rank}")
+        vectors = flat.reshape(-1, rank)[order].astype(np.float32, copy=False)
+        s_user = seen.column("user_idx").to_numpy()
+        s_item = seen.column("item_idx").to_numpy()
+        s_order = np.lexsort((s_item, s_user))
+        s_user, s_item = s_user[s_order], s_item[s_order]
+        # Offsets of each listed user's seen items; seen rows of users without a vector
+        # fall between the offsets and are never read.
+        lo = np.searchsorted(s_user, user_idx, side="left")
+        hi = np.searchsorted(s_user, user_idx, side="right")
+        lengths = hi - lo
+        take = np.repeat(lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
+        columns = {
+            "user_idx": [user_idx.astype(np.int32)],
             "vectors": [vectors.ravel()],
-            "seen_offsets": [offsets],
-            "seen_items": [flat_seen.astype(np.int32)],
+            "seen_offsets": [np.r_[0, np.cumsum(lengths)].astype(np.int32)],
+            "seen_items": [s_item[take].astype(np.int32)],
         }
-    )
+        arrays = [pa.array(v, type=pa.list_(_arrow_type(k))) for k, v in columns.items()]
+        names = list(columns)
+        if carry is not None:
+            values = users.column(carry).take(pa.array(order)).combine_chunks()
+            offsets = pa.array([0, len(values)], type=pa.int32())
+            arrays.append(pa.ListArray.from_arrays(offsets, values))
+            names.append(carry)
+        yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    return run
+
+
+def _arrow_type(name: str):
+    import pyarrow as pa
+
+    return pa.float32() if name == "vectors" else pa.int32()
+
+
+def score_block_pairs(k: int, rank: int, carry: str | None = None):
+    """mapInArrow body: each input row is one (user block, item block) pair; the output is
+    ``([carry,] user_idx, item_idx, score, rank)``, ranks within the item block."""
+    import pyarrow as pa
+
+    def run(batches):
+        _cap_torch_threads()
+        for batch in batches:
+            cols = {name: batch.column(name) for name in batch.schema.names}
+            for i in range(batch.num_rows):
+                user_idx = _list_values(cols["user_idx"], i)
+                item_idx = _list_values(cols["item_idx"], i)
+                rows, top_items, scores = top_k_block(
+                    _list_values(cols["user_vectors"], i).reshape(-1, rank),
+                    item_idx,
+                    _list_values(cols["item_vectors"], i).reshape(-1, rank),
+                    k,
+                    _list_values(cols["seen_offsets"], i),
+                    _list_values(cols["seen_items"], i),
+                )
+                arrays = [
+                    pa.array(user_idx[rows], type=pa.int32()),
+                    pa.array(top_items, type=pa.int32()),
+                    pa.array(scores, type=pa.float32()),
+                    pa.array(ranks_within_rows(rows), type=pa.int32()),
+                ]
+                names = ["user_idx", "item_idx", "score", "rank"]
+                if carry is not None:
+                    arrays.insert(0, cols[carry][i].values.take(pa.array(rows)))
+                    names.insert(0, carry)
+                yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    return run
 
 
 def pack_item_block(pdf: pd.DataFrame, vector_col: str) -> pd.DataFrame:
@@ -176,33 +252,6 @@ def pack_item_block(pdf: pd.DataFrame, vector_col: str) -> pd.DataFrame:
             "vectors": [vectors.ravel()],
         }
     )
-
-
-def score_block_pairs(batches: Iterator[pd.DataFrame], k: int) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: each input row is one (user block, item block) pair."""
-    _cap_torch_threads()
-    for pdf in batches:
-        for pair in pdf.itertuples(index=False):
-            user_idx = np.asarray(pair.user_idx, dtype=np.int32)
-            item_idx = np.asarray(pair.item_idx, dtype=np.int32)
-            users = np.asarray(pair.user_vectors, dtype=np.float32).reshape(len(user_idx), -1)
-            items = np.asarray(pair.item_vectors, dtype=np.float32).reshape(len(item_idx), -1)
-            rows, top_items, scores = top_k_block(
-                users,
-                item_idx,
-                items,
-                k,
-                np.asarray(pair.seen_offsets),
-                np.asarray(pair.seen_items),
-            )
-            yield pd.DataFrame(
-                {
-                    "user_idx": user_idx[rows],
-                    "item_idx": top_items,
-                    "score": scores,
-                    "rank": ranks_within_rows(rows),
-                }
-            )
 
 
 def _cap_torch_threads() -> None:
@@ -229,6 +278,7 @@ def recommend_top_k(
     item_vector_col: str = "factors",
     users_per_block: int = 4096,
     items_per_block: int = 65536,
+    carry: str | None = None,
 ):
     """Top-k per user over all items, computed on executors.
 
@@ -236,44 +286,62 @@ def recommend_top_k(
         user_vectors: DataFrame ``(user_idx int, <user_vector_col> array<float>)``.
         item_vectors: DataFrame ``(item_idx int, <item_vector_col> array<float>)``.
         k: list length.
-        seen: optional DataFrame ``(user_idx, seen array<int>)`` of items to exclude.
+        seen: optional DataFrame of items to exclude, as pairs ``(user_idx, item_idx)`` or
+            as lists ``(user_idx, seen array<int>)``.
+        carry: a column of ``user_vectors`` (e.g. ``user_id``) copied onto each list row.
 
     Returns:
-        DataFrame ``(user_idx, item_idx, score, rank)``, rank 1..k per user, ordered by score
-        descending then item index ascending.
+        DataFrame ``([carry,] user_idx, item_idx, score, rank)``, rank 1..k per user, ordered
+        by score descending then item index ascending.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    users = user_vectors.select("user_idx", F.col(user_vector_col).alias("vector"))
-    # Block counts from the vectors alone: taken after the join with ``seen``, the maximum
-    # would compute every user's seen list once more just to find it.
-    max_user = users.agg(F.max("user_idx")).first()[0]
-    n_user_blocks = 1 if max_user is None else int(max_user) // users_per_block + 1
+    extra = [carry] if carry else []
+    users = user_vectors.select(
+        "user_idx", F.col(user_vector_col).alias("vector"), *extra
+    ).withColumn("item_idx", F.lit(-1))
+    stats = users.agg(F.max("user_idx"), F.max(F.size("vector"))).first()
+    if stats[0] is None:
+        n_user_blocks, rank = 1, 0
+    else:
+        n_user_blocks, rank = int(stats[0]) // users_per_block + 1, int(stats[1])
     if seen is not None:
-        users = users.join(seen.select("user_idx", "seen"), "user_idx", "left")
-    users = users.withColumn("user_block", (F.col("user_idx") / users_per_block).cast("int"))
+        if "seen" in seen.columns:
+            seen = seen.select("user_idx", F.explode("seen").alias("item_idx"))
+        users = users.unionByName(
+            seen.select(
+                "user_idx",
+                F.array().cast("array<float>").alias("vector"),
+                *[F.lit(None).cast(users.schema[c].dataType).alias(c) for c in extra],
+                F.col("item_idx").cast("int"),
+            )
+        )
+    # One shuffle: vectors and seen pairs hash-partitioned by user into one partition per
+    # block of users (a number adaptive execution keeps), each packed into one row by numpy
+    # — no per-user grouping, join or pandas on the way.
+    user_schema = "user_idx array<int>, vectors array<float>, seen_offsets array<int>, " + (
+        "seen_items array<int>"
+    )
+    if carry:
+        user_schema += f", {carry} array<{column_type(user_vectors, carry)}>"
+    user_blocks = users.repartition(n_user_blocks, "user_idx").mapInArrow(
+        pack_user_rows(rank, carry), user_schema
+    )
     items = item_vectors.select("item_idx", F.col(item_vector_col).alias("vector"))
     items = items.withColumn("item_block", (F.col("item_idx") / items_per_block).cast("int"))
     n_item_blocks = (items.agg(F.max("item_block")).first()[0] or 0) + 1
-
-    # One shuffle, no sampling: users are hash-partitioned by block into as many partitions
-    # as blocks (a number Spark's adaptive execution keeps; left to itself it coalesced the
-    # blocks, small in bytes, into one partition packed and scored by one core), and the
-    # grouping reuses that partitioning. A range partitioning would evaluate the seen join
-    # twice, once to sample its bounds.
-    user_blocks = (
-        users.repartition(n_user_blocks, "user_block")
-        .groupBy("user_block")
-        .applyInPandas(lambda pdf: pack_user_block(pdf, "vector"), USER_BLOCK_SCHEMA)
-    )
     item_blocks = items.groupBy("item_block").applyInPandas(
         lambda pdf: pack_item_block(pdf, "vector"), ITEM_BLOCK_SCHEMA
     )
+    # The item blocks are what is broadcast, never the user blocks.
     pairs = user_blocks.select(
-        "user_idx", F.col("vectors").alias("user_vectors"), "seen_offsets", "seen_items"
-    ).crossJoin(item_blocks.select("item_idx", F.col("vectors").alias("item_vectors")))
-    partial = pairs.mapInPandas(lambda it: score_block_pairs(it, k), TOP_K_SCHEMA)
+        "user_idx", F.col("vectors").alias("user_vectors"), "seen_offsets", "seen_items", *extra
+    ).crossJoin(F.broadcast(item_blocks.select("item_idx", F.col("vectors").alias("item_vectors"))))
+    out_schema = "user_idx int, item_idx int, score float, rank int"
+    if carry:
+        out_schema = f"{carry} {column_type(user_vectors, carry)}, " + out_schema
+    partial = pairs.mapInArrow(score_block_pairs(k, rank, carry), out_schema)
     if n_item_blocks == 1:
         return partial
     # Merge the partial lists of each item block: explicit order, ties by item index.
@@ -281,5 +349,10 @@ def recommend_top_k(
     return (
         partial.withColumn("rank", F.row_number().over(order))
         .filter(F.col("rank") <= k)
-        .select("user_idx", "item_idx", "score", F.col("rank").cast("int"))
+        .select(*extra, "user_idx", "item_idx", "score", F.col("rank").cast("int"))
     )
+
+
+def column_type(df, name: str) -> str:
+    """The Spark SQL type of column ``name``, as a DDL string."""
+    return df.schema[name].dataType.simpleString()
