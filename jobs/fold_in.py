@@ -54,8 +54,8 @@ def weighted_mean(y_u: np.ndarray, rating: np.ndarray, *, alpha: float) -> np.nd
 
 
 def gram_matrix(item_vectors: DataFrame, vector_col: str, rank: int) -> np.ndarray:
-    """YᵀY, summed per partition on the executors; one rank × rank matrix per partition
-    reaches the driver."""
+    """YᵀY, summed per task on the executors (one task per core); one rank × rank matrix per
+    task reaches the driver, in one Spark job."""
 
     def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         total = np.zeros((rank, rank))
@@ -66,8 +66,11 @@ def gram_matrix(item_vectors: DataFrame, vector_col: str, rank: int) -> np.ndarr
         yield pd.DataFrame({"gram": [total.ravel()]})
 
     gram = np.zeros((rank, rank))
-    parts = item_vectors.select(vector_col).mapInPandas(partial, "gram array<double>")
-    for row in parts.toLocalIterator():
+    tasks = item_vectors.sparkSession.sparkContext.defaultParallelism
+    parts = (
+        item_vectors.select(vector_col).coalesce(tasks).mapInPandas(partial, "gram array<double>")
+    )
+    for row in parts.collect():
         gram += np.asarray(row["gram"]).reshape(rank, rank)
     return gram
 

@@ -111,6 +111,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             .filter(F.col("n_train") >= p.min_interactions)
             .join(embeddings.select(C.ITEM_IDX, EMBEDDING), C.ITEM_IDX)
             .withColumn("fold", fold)
+            # Item-sized: one partition per core, not one per shuffle partition (each
+            # Python task below would start a worker for a handful of items).
+            .coalesce(spark.sparkContext.defaultParallelism)
             .cache()
         )
         dim = len(embeddings.select(EMBEDDING).first()[0])

@@ -114,13 +114,17 @@ def _partition_stats(
 def accumulate_stats(
     df: DataFrame, *, emb_col: str, target_col: str, dim: int, rank: int
 ) -> dict[int, Stats]:
-    """Per-fold statistics of ``df(fold, <emb_col>, <target_col>)``: summed per partition on
-    the executors; one small row per partition and fold is reduced on the driver."""
-    parts = df.select("fold", emb_col, target_col).mapInPandas(
-        lambda it: _partition_stats(it, emb_col, target_col), STATS_SCHEMA
+    """Per-fold statistics of ``df(fold, <emb_col>, <target_col>)``: summed per task on the
+    executors (one task per core: the partitions are coalesced first), one small row per
+    task and fold reduced on the driver; one Spark job."""
+    tasks = df.sparkSession.sparkContext.defaultParallelism
+    parts = (
+        df.select("fold", emb_col, target_col)
+        .coalesce(tasks)
+        .mapInPandas(lambda it: _partition_stats(it, emb_col, target_col), STATS_SCHEMA)
     )
     totals: dict[int, Stats] = {}
-    for row in parts.toLocalIterator():
+    for row in parts.collect():
         stats = Stats(
             np.asarray(row["xtx"]).reshape(dim + 1, dim + 1),
             np.asarray(row["xty"]).reshape(dim + 1, rank),
