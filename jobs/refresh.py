@@ -365,14 +365,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         lap("fold_in")
         # 4. re-score the users whose lists can change; keep the others' lists
         changed_items = gained.unionByName(to_project).distinct().localCheckpoint()
+        old_recs = read("recommendations")
         old_lists = (
-            read("recommendations")
-            .join(users, C.USER_ID)
-            .join(items.select(C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID)
+            old_recs.join(users, C.USER_ID)
+            .join(F.broadcast(items.select(C.ITEM_ID, C.ITEM_IDX)), C.ITEM_ID)
             .select(C.USER_IDX, C.ITEM_IDX, C.RANK, C.SCORE)
         )
         seen = seen_items(interactions)
-        scorable = user_vectors.select(C.USER_IDX, C.FACTORS)
+        scorable = user_vectors.select(C.USER_IDX, C.FACTORS, C.USER_ID)
         todo = rescore_users(
             scorable,
             item_vectors,
@@ -389,10 +389,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             seen,
             cfg.recommend,
             item_vector_col=C.VECTOR,
+            carry=C.USER_ID,
         )
-        kept = old_lists.join(todo, C.USER_IDX, "left_anti")
-        recs = with_original_ids(
-            kept.unionByName(fresh.select(C.USER_IDX, C.ITEM_IDX, C.RANK, C.SCORE)), users, items
+        # Kept lists are copied as published (original ids already); only re-scored ones
+        # are mapped back from indexes.
+        redone = scorable.join(todo, C.USER_IDX).select(C.USER_ID)
+        kept = old_recs.join(redone, C.USER_ID, "left_anti")
+        recs = kept.select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).unionByName(
+            with_original_ids(fresh, users, items)
         )
         report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
         n_rescored = todo.count()
