@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import columns as C
@@ -112,15 +112,9 @@ def needs_fold_in(interactions: DataFrame) -> bool:
     return not interactions.filter(F.col(C.SPLIT) == C.FOLD_IN).isEmpty()
 
 
-def cold_share(recs: DataFrame, item_vectors: DataFrame) -> float:
-    """Share of list rows whose item has a projected (cold) vector."""
-    sources = item_vectors.select(C.ITEM_ID, C.SOURCE)
-    row = (
-        recs.join(sources, C.ITEM_ID)
-        .agg(F.avg(F.when(F.col(C.SOURCE) == "projected", 1.0).otherwise(0.0)))
-        .first()
-    )
-    return round(float(row[0] or 0.0), 6)
+def cold_flag() -> Column:
+    """1.0 for a list row whose item has a projected (cold) vector, else 0.0."""
+    return F.when(F.col(C.SOURCE) == "projected", 1.0).otherwise(0.0)
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -149,13 +143,20 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             item_vector_col=vector_col,
             carry=C.USER_ID,
         )
-        recs = with_original_ids(top, users, tables.read_table(spark, run_, "items"))
+        # Item ids (and sources) from the vectors table itself, by broadcast join; the
+        # share of cold items is observed while the lists are written (no second pass).
+        extra = [C.SOURCE] if vector_col == C.VECTOR else []
+        listed = top.join(
+            F.broadcast(item_vectors.select(C.ITEM_IDX, C.ITEM_ID, *extra)), C.ITEM_IDX
+        )
+        observed = Observation("recommend")
+        if extra:
+            listed = listed.observe(observed, F.avg(cold_flag()).alias("cold_share"))
+        recs = listed.select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE)
         report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
         report["k"] = cfg.recommend.k
-        if vector_col == C.VECTOR:
-            report["cold_share"] = cold_share(
-                tables.read_table(spark, run_, "recommendations"), item_vectors
-            )
+        if extra:
+            report["cold_share"] = round(float(observed.get["cold_share"] or 0.0), 6)
         report["exclude_seen"] = cfg.recommend.exclude_seen
     return report
 

@@ -37,6 +37,9 @@ def test_cold_items_are_found_and_published(spark, ml100k, tmp_path):
     vectors = spark.read.parquet(str(run / "item_vectors"))
     cold_rows = recs.join(vectors.filter("source = 'projected'"), "item_id").count()
     assert cold_rows > 0
+    # The share observed while the lists were written equals the share in what was written.
+    share = manifest["stages"]["recommend"]["cold_share"]
+    assert share == pytest.approx(cold_rows / recs.count(), abs=1e-6)
 
 
 def test_heldout_users_by_fold_in_come_close_to_being_trained(spark, ml100k, tmp_path):
