@@ -106,7 +106,7 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
     from memory import PeakMemory
     from synthetic_data import generate
 
-    from jobs import pipeline, tables
+    from jobs import pipeline, tables, train_wals
     from jobs.config import load_config
     from jobs.spark import build_session
 
@@ -138,6 +138,15 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
             b["mllib_recommend_for_all_users"] = baselines.mllib_recommend_for_all_users(
                 spark, str(run_dir / "als_model"), args.k
             )
+        # The same train stage with wals.solver=cg, on the same tables (it rewrites the
+        # factor tables, which only the single-process top-k below reads, for its timing).
+        cg_cfg = load_config(
+            REPO / "conf" / "default.yaml", [*settings(data, root, args), "wals.solver=cg"]
+        )
+        with memory.phase("train_cg"):
+            start = time.perf_counter()
+            train_wals.run(spark, cg_cfg, run.run_id)
+            b["train_cg"] = {"seconds": round(time.perf_counter() - start, 2)}
         result["spark_peak_memory"] = peak_executor_memory(spark)
         result["mllib_blas"] = mllib_blas(spark)
         spark.stop()

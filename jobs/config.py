@@ -108,6 +108,10 @@ class WalsConfig:
     nonnegative: bool = False
     checkpoint_interval: int = 5
     checkpoint_dir: str | None = None
+    # mllib: MLlib's ALS (normal equations per user and item, Cholesky). cg: the same
+    # objective by conjugate gradient on executors (jobs/wals_cg.py), cg_steps per solve.
+    solver: Literal["mllib", "cg"] = "mllib"
+    cg_steps: int = 3
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,13 @@ def validate(cfg: Config) -> None:
     _require(w.user_blocks > 0, "wals.user_blocks", "an integer > 0", w.user_blocks)
     _require(w.item_blocks > 0, "wals.item_blocks", "an integer > 0", w.item_blocks)
     _require(w.checkpoint_interval > 0, "wals.checkpoint_interval", "an integer > 0")
+    _require(w.cg_steps > 0, "wals.cg_steps", "an integer > 0", w.cg_steps)
+    _require(
+        not (w.solver == "cg" and w.nonnegative),
+        "wals.nonnegative",
+        "false with wals.solver cg (non-negative factors need MLlib's NNLS solver)",
+        w.nonnegative,
+    )
     if w.confidence == "time_decay":
         _require(
             w.half_life_days is not None and w.half_life_days > 0,

@@ -1,7 +1,9 @@
-"""Stage ``train``: Spark MLlib implicit ALS (WALS) on the training interactions.
+"""Stage ``train``: implicit ALS (WALS) on the training interactions.
 
 Writes ``user_factors(user_idx, user_id, factors)``, ``item_factors(item_idx, item_id,
-factors)`` and the saved ``ALSModel`` under ``als_model``.
+factors)`` and, with ``wals.solver: mllib`` (Spark MLlib's ALS, the default), the saved
+``ALSModel`` under ``als_model``; ``wals.solver: cg`` solves the same objective by conjugate
+gradient (:mod:`jobs.wals_cg`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pyspark.sql import functions as F
 from jobs import columns as C
 from jobs import storage, tables
 from jobs.config import Config, WalsConfig
+from jobs.wals_cg import fit_wals_cg
 
 
 def build_als(w: WalsConfig) -> ALS:
@@ -52,6 +55,29 @@ def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
         ratings.unpersist()
 
 
+def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFrame, DataFrame]:
+    """The conjugate-gradient solver (:mod:`jobs.wals_cg`); factors as ``(id, features)``
+    like an ALSModel's."""
+    train.sparkSession.sparkContext.setCheckpointDir(checkpoint_dir)
+    ratings = train.select(C.USER_IDX, C.ITEM_IDX, C.RATING)
+    user_factors, item_factors = fit_wals_cg(
+        ratings,
+        rank=w.rank,
+        reg=w.reg,
+        alpha=w.alpha,
+        iterations=w.iterations,
+        steps=w.cg_steps,
+        user_blocks=w.user_blocks,
+        item_blocks=w.item_blocks,
+        seed=w.seed,
+        checkpoint_interval=w.checkpoint_interval,
+    )
+    return tuple(
+        df.select(F.col(idx).alias("id"), F.col(C.FACTORS).alias("features"))
+        for df, idx in ((user_factors, C.USER_IDX), (item_factors, C.ITEM_IDX))
+    )
+
+
 def factors_with_ids(factors: DataFrame, ids: DataFrame, *, idx_col: str, id_col: str) -> DataFrame:
     """ALSModel factors ``(id, features)`` as ``(idx, original id, factors)``."""
     return (
@@ -73,16 +99,16 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         interactions = tables.read_table(spark, run_, "interactions")
         train = interactions.filter(F.col(C.SPLIT) == C.TRAIN)
         checkpoints = checkpoint_dir_for(cfg, run_)
-        model = fit_wals(train, cfg.wals, checkpoints)
-        model.write().overwrite().save(run_.path("als_model"))
+        if cfg.wals.solver == "cg":
+            user_vectors, item_vectors = fit_cg(train, cfg.wals, checkpoints)
+        else:
+            model = fit_wals(train, cfg.wals, checkpoints)
+            model.write().overwrite().save(run_.path("als_model"))
+            user_vectors, item_vectors = model.userFactors, model.itemFactors
         users = tables.read_table(spark, run_, "users")
         items = tables.read_table(spark, run_, "items")
-        user_factors = factors_with_ids(
-            model.userFactors, users, idx_col=C.USER_IDX, id_col=C.USER_ID
-        )
-        item_factors = factors_with_ids(
-            model.itemFactors, items, idx_col=C.ITEM_IDX, id_col=C.ITEM_ID
-        )
+        user_factors = factors_with_ids(user_vectors, users, idx_col=C.USER_IDX, id_col=C.USER_ID)
+        item_factors = factors_with_ids(item_vectors, items, idx_col=C.ITEM_IDX, id_col=C.ITEM_ID)
         report["rows"]["user_factors"] = tables.write_table(
             spark, run_, "user_factors", user_factors
         )

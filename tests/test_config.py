@@ -97,3 +97,14 @@ def test_missing_config_file_and_required_keys(tmp_path):
     empty.write_text("")
     with pytest.raises(ConfigError, match="data.interactions.path: must be a path"):
         load_config(empty)
+
+
+def test_cg_solver_settings_are_checked():
+    conf = REPO / "conf" / "default.yaml"
+    assert load_config(conf, ["wals.solver=cg"]).wals.solver == "cg"
+    with pytest.raises(ConfigError, match="wals.solver"):
+        load_config(conf, ["wals.solver=lbfgs"])
+    with pytest.raises(ConfigError, match="wals.cg_steps"):
+        load_config(conf, ["wals.solver=cg", "wals.cg_steps=0"])
+    with pytest.raises(ConfigError, match="wals.nonnegative"):
+        load_config(conf, ["wals.solver=cg", "wals.nonnegative=true"])
