@@ -157,9 +157,10 @@ def pack_user_rows(rank: int, carry: str | None = None):
     import pyarrow.compute as pc
 
     def run(batches):
-        table = pa.Table.from_batches([b for b in batches if b.num_rows])
-        if table.num_rows == 0:
+        batches = [b for b in batches if b.num_rows]
+        if not batches:  # an empty partition
             return
+        table = pa.Table.from_batches(batches)
         table = table.combine_chunks()
         is_vector = pc.less(table.column("item_idx"), 0)
         users = table.filter(is_vector)
