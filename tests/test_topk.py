@@ -128,6 +128,7 @@ def test_pack_user_rows_groups_vectors_and_seen_pairs():
         [dict(zip(schema.names, r, strict=True)) for r in rows], schema=schema
     )
     batches = table.to_batches(max_chunksize=4)  # a user's rows span batches
+    assert list(pack_user_rows(3)(iter([]))) == []  # an empty partition packs to nothing
     (packed,) = list(pack_user_rows(3, carry="user_id")(iter(batches)))
     users = packed.column("user_idx")[0].values.to_numpy()
     assert users.tolist() == [2, 5, 7, 9]
