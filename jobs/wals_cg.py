@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import columns as C
@@ -34,7 +34,6 @@ RATING_BLOCK_SCHEMA = (
     "block int, keys array<int>, offsets array<int>, others array<int>, conf array<float>"
 )
 FACTOR_BLOCK_SCHEMA = "block int, keys array<int>, vectors array<float>"
-SOLVE_INPUT_COLUMNS = ("target", "kind", "keys", "offsets", "others", "conf", "vectors")
 RATINGS, PREVIOUS, FIXED = 0, 1, 2
 
 
@@ -178,9 +177,9 @@ def initial_factor_blocks(rank: int, seed: int):
 
 
 def solve_partition(n_fixed: int, rank: int, reg: float, steps: int):
-    """mapInArrow body of a half-step: rows of ``SOLVE_INPUT_COLUMNS`` for one or more
-    target blocks (a rating block, its previous vectors, every block of the fixed side)
-    → one factor block per target."""
+    """mapInArrow body of a half-step: rows ``(target, kind, keys, offsets, others, conf,
+    vectors)`` for one or more target blocks (a rating block, its previous vectors, every
+    block of the fixed side) → one factor block per target."""
     import pyarrow as pa
 
     from udfs.topk import _cap_torch_threads
@@ -302,7 +301,7 @@ def half_step(
     )
 
 
-def routing_keys(spark, n: int) -> list[int]:
+def routing_keys(spark: SparkSession, n: int) -> list[int]:
     """For each partition p < n, an int whose Spark hash partitioning lands in p (the same
     Murmur3 hash that ``repartition(n, col)`` uses)."""
     candidates = spark.range(64 * n).select(F.col("id").cast("int").alias("v"))
