@@ -321,8 +321,8 @@ def recommend_top_k(
     # One shuffle: vectors and seen pairs hash-partitioned by user into one partition per
     # block of users (a number adaptive execution keeps), each packed into one row by numpy
     # — no per-user grouping, join or pandas on the way.
-    user_schema = "user_idx array<int>, vectors array<float>, seen_offsets array<int>, " + (
-        "seen_items array<int>"
+    user_schema = (
+        "user_idx array<int>, vectors array<float>, seen_offsets array<int>, seen_items array<int>"
     )
     if carry:
         user_schema += f", {carry} array<{column_type(user_vectors, carry)}>"
