@@ -11,7 +11,7 @@ from pyspark.sql import types as T
 
 from jobs import columns as C
 from jobs import storage
-from jobs.errors import InputDataError
+from jobs.errors import InputDataError, first_line
 
 # Integer ids without leading zeros fit a long exactly; anything else stays a string so
 # that the original id survives ("007" is not 7).
@@ -40,7 +40,7 @@ def read_source(
     try:
         return reader.load(location)
     except AnalysisException as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        first = first_line(exc)[:200]
         raise InputDataError(f"{key}.path: cannot read {path} as {fmt}: {first}") from None
 
 

@@ -383,8 +383,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             cfg,
             n_items=report["rows"]["items"],
         ).localCheckpoint()
+        rescored = scorable.join(todo, C.USER_IDX)
         fresh = top_k_lists(
-            scorable.join(todo, C.USER_IDX),
+            rescored,
             item_vectors,
             seen,
             cfg.recommend,
@@ -393,8 +394,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         )
         # Kept lists are copied as published (original ids already); only re-scored ones
         # are mapped back from indexes.
-        redone = scorable.join(todo, C.USER_IDX).select(C.USER_ID)
-        kept = old_recs.join(redone, C.USER_ID, "left_anti")
+        kept = old_recs.join(rescored.select(C.USER_ID), C.USER_ID, "left_anti")
         recs = kept.select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).unionByName(
             with_original_ids(fresh, users, items)
         )

@@ -152,11 +152,9 @@ def pack_ratings(key: str, other: str, alpha: float):
 def _block_batch(block: int, **arrays: np.ndarray):
     import pyarrow as pa
 
-    cols = [pa.array([block], type=pa.int32())]
-    for values in arrays.values():
-        kind = pa.float32() if values.dtype == np.float32 else pa.int32()
-        flat = pa.array(values.ravel(), type=kind)
-        cols.append(pa.ListArray.from_arrays(pa.array([0, len(flat)], type=pa.int32()), flat))
+    from udfs.topk import one_row_lists
+
+    cols = [pa.array([block], type=pa.int32()), *one_row_lists(**arrays)]
     return pa.RecordBatch.from_arrays(cols, names=["block", *arrays])
 
 
@@ -182,10 +180,10 @@ def solve_partition(n_fixed: int, rank: int, reg: float, steps: int):
     block of the fixed side) → one factor block per target."""
     import pyarrow as pa
 
-    from udfs.topk import _cap_torch_threads
+    from udfs.topk import cap_torch_threads, list_values
 
     def run(batches):
-        _cap_torch_threads()
+        cap_torch_threads()
         batches = [b for b in batches if b.num_rows]
         if not batches:  # an empty partition
             return
@@ -194,7 +192,7 @@ def solve_partition(n_fixed: int, rank: int, reg: float, steps: int):
         kinds = table.column("kind").to_numpy()
 
         def values(name, row):
-            return table.column(name)[int(row)].values.to_numpy(zero_copy_only=False)
+            return list_values(table.column(name), int(row))
 
         for target in np.unique(targets):
             rows = np.flatnonzero(targets == target)

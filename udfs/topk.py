@@ -138,7 +138,7 @@ def ranks_within_rows(rows: np.ndarray) -> np.ndarray:
 # --- block packing and scoring (run inside mapInArrow) ----------------------------------
 
 
-def _list_values(column, i: int) -> np.ndarray:
+def list_values(column, i: int) -> np.ndarray:
     """Row ``i`` of an Arrow list column as a numpy view (no copy for numeric values)."""
     return column[i].values.to_numpy(zero_copy_only=False)
 
@@ -185,27 +185,31 @@ def pack_user_rows(rank: int, carry: str | None = None):
         lengths = hi - lo
         take = np.repeat(lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
         columns = {
-            "user_idx": [user_idx.astype(np.int32)],
-            "vectors": [vectors.ravel()],
-            "seen_offsets": [np.r_[0, np.cumsum(lengths)].astype(np.int32)],
-            "seen_items": [s_item[take].astype(np.int32)],
+            "user_idx": user_idx.astype(np.int32),
+            "vectors": vectors,
+            "seen_offsets": np.r_[0, np.cumsum(lengths)].astype(np.int32),
+            "seen_items": s_item[take].astype(np.int32),
         }
-        arrays = [pa.array(v, type=pa.list_(_arrow_type(k))) for k, v in columns.items()]
-        names = list(columns)
         if carry is not None:
-            values = users.column(carry).take(pa.array(order)).combine_chunks()
-            offsets = pa.array([0, len(values)], type=pa.int32())
-            arrays.append(pa.ListArray.from_arrays(offsets, values))
-            names.append(carry)
-        yield pa.RecordBatch.from_arrays(arrays, names=names)
+            columns[carry] = users.column(carry).take(pa.array(order)).combine_chunks()
+        yield pa.RecordBatch.from_arrays(one_row_lists(**columns), names=list(columns))
 
     return run
 
 
-def _arrow_type(name: str):
+def one_row_lists(**arrays) -> list:
+    """Each array as a one-row Arrow list column: numpy float32 → list<float>, other numpy
+    → list<int>, an Arrow array → a list of its own type."""
     import pyarrow as pa
 
-    return pa.float32() if name == "vectors" else pa.int32()
+    columns = []
+    for values in arrays.values():
+        if not isinstance(values, pa.Array):
+            kind = pa.float32() if values.dtype == np.float32 else pa.int32()
+            values = pa.array(np.ravel(values), type=kind)
+        offsets = pa.array([0, len(values)], type=pa.int32())
+        columns.append(pa.ListArray.from_arrays(offsets, values))
+    return columns
 
 
 def score_block_pairs(k: int, rank: int, carry: str | None = None):
@@ -214,19 +218,19 @@ def score_block_pairs(k: int, rank: int, carry: str | None = None):
     import pyarrow as pa
 
     def run(batches):
-        _cap_torch_threads()
+        cap_torch_threads()
         for batch in batches:
             cols = {name: batch.column(name) for name in batch.schema.names}
             for i in range(batch.num_rows):
-                user_idx = _list_values(cols["user_idx"], i)
-                item_idx = _list_values(cols["item_idx"], i)
+                user_idx = list_values(cols["user_idx"], i)
+                item_idx = list_values(cols["item_idx"], i)
                 rows, top_items, scores = top_k_block(
-                    _list_values(cols["user_vectors"], i).reshape(-1, rank),
+                    list_values(cols["user_vectors"], i).reshape(-1, rank),
                     item_idx,
-                    _list_values(cols["item_vectors"], i).reshape(-1, rank),
+                    list_values(cols["item_vectors"], i).reshape(-1, rank),
                     k,
-                    _list_values(cols["seen_offsets"], i),
-                    _list_values(cols["seen_items"], i),
+                    list_values(cols["seen_offsets"], i),
+                    list_values(cols["seen_items"], i),
                 )
                 arrays = [
                     pa.array(user_idx[rows], type=pa.int32()),
@@ -255,7 +259,7 @@ def pack_item_block(pdf: pd.DataFrame, vector_col: str) -> pd.DataFrame:
     )
 
 
-def _cap_torch_threads() -> None:
+def cap_torch_threads() -> None:
     """Torch threads follow the task's cores (spark.task.cpus), not the machine's."""
     import torch
     from pyspark import TaskContext
