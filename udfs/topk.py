@@ -16,7 +16,8 @@ ITEM_BLOCK_SCHEMA = "item_block int, item_idx array<int>, vectors array<float>"
 
 # Scores of one user chunk against one item block stay under this many floats (8 MB): the
 # matmul writes them and topk reads them while they are still in cache. Measured with
-# 4,096 users × 40,000 items, rank 64, one thread: 256 MB chunks 2.3 s, 8 MB 0.9 s.
+# 4,096 users × 40,000 items, rank 64, one thread: 256 MB chunks 2.3 s, 8 MB 0.9 s (torch
+# products); with numpy's products 0.41 s against 0.59 s for torch's, two tasks at once.
 MAX_SCORE_FLOATS = 2 * 1024 * 1024
 
 
@@ -49,14 +50,17 @@ def top_k_block(
         empty = np.empty(0, dtype=np.int64)
         return empty, empty.astype(np.int32), np.empty(0, dtype=np.float32)
     kk = min(k, n_items)
-    items_t = torch.from_numpy(np.array(item_vectors, dtype=np.float32))  # a writable copy
+    # Products by numpy (OpenBLAS, one thread per task; see MAX_SCORE_FLOATS), selection by
+    # torch.topk on the same buffer.
+    items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32).T)
+    users = np.asarray(user_vectors, dtype=np.float32)
     seen_rows, seen_cols = _seen_positions(n_users, item_ids, seen_offsets, seen_items)
-    chunk = max(1, MAX_SCORE_FLOATS // n_items)
+    chunk = min(n_users, max(1, MAX_SCORE_FLOATS // n_items))
+    buffer = np.empty((chunk, n_items), dtype=np.float32)
     rows, items, scores = [], [], []
     for start in range(0, n_users, chunk):
         stop = min(start + chunk, n_users)
-        users_t = torch.from_numpy(np.array(user_vectors[start:stop], dtype=np.float32))
-        block = users_t @ items_t.T
+        block = torch.from_numpy(np.matmul(users[start:stop], items_t, out=buffer[: stop - start]))
         if seen_rows.size:
             # seen_rows is sorted: the chunk's entries are one slice, found without a scan.
             lo, hi = np.searchsorted(seen_rows, [start, stop])
