@@ -112,6 +112,9 @@ class WalsConfig:
     # objective by conjugate gradient on executors (jobs/wals_cg.py), cg_steps per solve.
     solver: Literal["mllib", "cg"] = "mllib"
     cg_steps: int = 3
+    # cg: blocks per side. Each block receives a copy of the other side's vectors, so one
+    # block per core (None: Spark's default parallelism) copies least.
+    cg_blocks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,10 @@ def validate(cfg: Config) -> None:
     _require(w.item_blocks > 0, "wals.item_blocks", "an integer > 0", w.item_blocks)
     _require(w.checkpoint_interval > 0, "wals.checkpoint_interval", "an integer > 0")
     _require(w.cg_steps > 0, "wals.cg_steps", "an integer > 0", w.cg_steps)
+    _require(
+        w.cg_blocks is None or w.cg_blocks > 0, "wals.cg_blocks", "null or an integer > 0",
+        w.cg_blocks,
+    )
     _require(
         not (w.solver == "cg" and w.nonnegative),
         "wals.nonnegative",

@@ -56,9 +56,11 @@ def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
 
 
 def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFrame, DataFrame]:
-    """The conjugate-gradient solver (:mod:`jobs.wals_cg`); factors as ``(id, features)``
-    like an ALSModel's."""
-    train.sparkSession.sparkContext.setCheckpointDir(checkpoint_dir)
+    """The conjugate-gradient solver (:mod:`jobs.wals_cg`), ``wals.cg_blocks`` blocks per
+    side (default one per core); factors as ``(id, features)`` like an ALSModel's."""
+    context = train.sparkSession.sparkContext
+    context.setCheckpointDir(checkpoint_dir)
+    blocks = w.cg_blocks or context.defaultParallelism
     ratings = train.select(C.USER_IDX, C.ITEM_IDX, C.RATING)
     user_factors, item_factors = fit_wals_cg(
         ratings,
@@ -67,8 +69,8 @@ def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFr
         alpha=w.alpha,
         iterations=w.iterations,
         steps=w.cg_steps,
-        user_blocks=w.user_blocks,
-        item_blocks=w.item_blocks,
+        user_blocks=blocks,
+        item_blocks=blocks,
         seed=w.seed,
         checkpoint_interval=w.checkpoint_interval,
     )

@@ -106,5 +106,8 @@ def test_cg_solver_settings_are_checked():
         load_config(conf, ["wals.solver=lbfgs"])
     with pytest.raises(ConfigError, match="wals.cg_steps"):
         load_config(conf, ["wals.solver=cg", "wals.cg_steps=0"])
+    with pytest.raises(ConfigError, match="wals.cg_blocks"):
+        load_config(conf, ["wals.solver=cg", "wals.cg_blocks=0"])
+    assert load_config(conf, ["wals.cg_blocks=3"]).wals.cg_blocks == 3
     with pytest.raises(ConfigError, match="wals.nonnegative"):
         load_config(conf, ["wals.solver=cg", "wals.nonnegative=true"])
