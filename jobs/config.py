@@ -124,7 +124,7 @@ class RecommendConfig:
     # Users with interactions but no trained factors: closed-form WALS solve, the
     # confidence-weighted mean of their item vectors, or no list.
     fold_in: Literal["solve", "mean", "none"] = "solve"
-    users_per_block: int = 4096
+    users_per_block: int = 16384
     items_per_block: int = 65536
 
 

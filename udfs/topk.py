@@ -285,7 +285,7 @@ def recommend_top_k(
     seen=None,
     user_vector_col: str = "factors",
     item_vector_col: str = "factors",
-    users_per_block: int = 4096,
+    users_per_block: int = 16384,
     items_per_block: int = 65536,
     carry: str | None = None,
 ):
@@ -314,7 +314,12 @@ def recommend_top_k(
     if stats[0] is None:
         n_user_blocks, rank = 1, 0
     else:
-        n_user_blocks, rank = int(stats[0]) // users_per_block + 1, int(stats[1])
+        # At least one block per core; otherwise blocks of users_per_block users (each
+        # block costs a task, the item blocks' transfer and the kernel's set-up: at 10^7
+        # interactions 16,384 users per block ran the scoring in 18 s, 4,096 in 23 s).
+        cores = user_vectors.sparkSession.sparkContext.defaultParallelism
+        n_user_blocks = max(int(stats[0]) // users_per_block + 1, cores)
+        rank = int(stats[1])
     if seen is not None:
         if "seen" in seen.columns:
             seen = seen.select("user_idx", F.explode("seen").alias("item_idx"))
