@@ -50,7 +50,8 @@ def top_k_block(
         empty = np.empty(0, dtype=np.int64)
         return empty, empty.astype(np.int32), np.empty(0, dtype=np.float32)
     kk = min(k, n_items)
-    # Products by numpy (OpenBLAS, one thread per task; see MAX_SCORE_FLOATS), selection by
+    # Products by numpy (OpenBLAS; the job's session sets spark.executorEnv.
+    # OPENBLAS_NUM_THREADS=1, one thread per task; see MAX_SCORE_FLOATS), selection by
     # torch.topk on the same buffer.
     items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32).T)
     users = np.asarray(user_vectors, dtype=np.float32)
