@@ -284,7 +284,9 @@ def validate(cfg: Config) -> None:
     _require(w.checkpoint_interval > 0, "wals.checkpoint_interval", "an integer > 0")
     _require(w.cg_steps > 0, "wals.cg_steps", "an integer > 0", w.cg_steps)
     _require(
-        w.cg_blocks is None or w.cg_blocks > 0, "wals.cg_blocks", "null or an integer > 0",
+        w.cg_blocks is None or w.cg_blocks > 0,
+        "wals.cg_blocks",
+        "null or an integer > 0",
         w.cg_blocks,
     )
     _require(

@@ -154,9 +154,9 @@ def pack_user_rows(rank: int, carry: str | None = None):
     Input rows are either ``(user_idx, vector)`` with ``item_idx`` −1, or a seen pair
     ``(user_idx, item_idx)`` with an empty ``vector``, hash-partitioned by user in any order
     (empty lists, not nulls: Spark's Arrow conversion of null arrays is several times
-    slower). The output row holds the partition's users sorted by index, their vectors flattened and
-    their seen items in CSR form (offsets into ``seen_items``), plus the ``carry`` column's
-    values per user. Users with seen rows but no vector are dropped (they get no list).
+    slower). The output row holds the partition's users sorted by index, their vectors
+    flattened and their seen items in CSR form (offsets into ``seen_items``), plus the
+    ``carry`` column's values per user. Users with seen rows but no vector are dropped (they get no list).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
