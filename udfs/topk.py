@@ -156,7 +156,8 @@ def pack_user_rows(rank: int, carry: str | None = None):
     (empty lists, not nulls: Spark's Arrow conversion of null arrays is several times
     slower). The output row holds the partition's users sorted by index, their vectors
     flattened and their seen items in CSR form (offsets into ``seen_items``), plus the
-    ``carry`` column's values per user. Users with seen rows but no vector are dropped (they get no list).
+    ``carry`` column's values per user. Users with seen rows but no vector are dropped
+    (they get no list).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
