@@ -25,6 +25,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import columns as C
+from jobs.wals_cg import (
+    FACTOR_BLOCK_SCHEMA,
+    block_batch,
+    explode_factor_blocks,
+    half_step,
+    rating_blocks,
+    routing_keys,
+)
 
 METHODS = ("solve", "mean")
 
@@ -75,63 +83,67 @@ def gram_matrix(item_vectors: DataFrame, vector_col: str, rank: int) -> np.ndarr
     return gram
 
 
-def solve_groups(
-    keys: np.ndarray,
+def solve_rows(
+    offsets: np.ndarray,
+    others: np.ndarray,
     ratings: np.ndarray,
-    y: np.ndarray,
+    fixed: np.ndarray,
+    present: np.ndarray,
     gram: np.ndarray | None,
     *,
     reg: float,
     alpha: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(keys, vectors)``: one closed-form solve (or weighted mean when ``gram`` is None)
-    per run of equal ``keys``; rows of a key must be contiguous (sorted input)."""
-    if len(keys) == 0:
-        return keys[:0], np.zeros((0, y.shape[1]), dtype=np.float32)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
-    out = np.empty((len(starts), y.shape[1]), dtype=np.float32)
-    for n, (a, b) in enumerate(zip(starts, ends, strict=True)):
+    """``(vectors, solved)`` for the CSR rows of one block: row n's entries are
+    ``others[offsets[n]:offsets[n+1]]`` with ``ratings``; ``fixed[j]`` is the vector of
+    index j where ``present[j]``. Entries without a vector are ignored, and a row left
+    without entries is not solved. One closed-form solve per row (or the weighted mean when
+    ``gram`` is None)."""
+    n_rows = len(offsets) - 1
+    out = np.zeros((n_rows, fixed.shape[1]), dtype=np.float32)
+    solved = np.zeros(n_rows, dtype=bool)
+    for n in range(n_rows):
+        cols = others[offsets[n] : offsets[n + 1]]
+        keep = present[cols]
+        if not keep.any():
+            continue
+        y_u, r = fixed[cols[keep]], ratings[offsets[n] : offsets[n + 1]][keep]
         if gram is None:
-            out[n] = weighted_mean(y[a:b], ratings[a:b], alpha=alpha)
+            out[n] = weighted_mean(y_u, r, alpha=alpha)
         else:
-            out[n] = solve_user(gram, y[a:b], ratings[a:b], reg=reg, alpha=alpha)
-    return keys[starts], out
+            out[n] = solve_user(gram, y_u, r, reg=reg, alpha=alpha)
+        solved[n] = True
+    return out, solved
 
 
-def _solve_batches(gram: np.ndarray | None, *, key: str, rank: int, reg: float, alpha: float):
-    """The executor side: Arrow batches of ``(key, rating, y)`` sorted by key within the
-    partition, vectors as flat float buffers (no per-row Python); a key whose rows run on
-    into the next batch is carried over."""
-    import pyarrow as pa
+def closed_form_solver(gram: np.ndarray | None, *, reg: float, alpha: float):
+    """A half-step solver (see :func:`jobs.wals_cg.solve_partition`) that folds in exactly:
+    :func:`solve_rows` over the block; the block's ratings are packed unscaled."""
 
-    def emit(keys: np.ndarray, vectors: np.ndarray) -> pa.RecordBatch:
-        offsets = pa.array(np.arange(0, vectors.size + 1, rank, dtype=np.int32))
-        values = pa.array(vectors.ravel(), type=pa.float32())
-        return pa.RecordBatch.from_arrays(
-            [pa.array(keys, type=pa.int32()), pa.ListArray.from_arrays(offsets, values)],
-            names=[key, C.FACTORS],
-        )
+    def solve(offsets, others, conf, fixed, present, start):
+        return solve_rows(offsets, others, conf, fixed, present, gram, reg=reg, alpha=alpha)
+
+    return solve
+
+
+def vector_blocks(idx_col: str, vector_col: str, rank: int):
+    """mapInArrow body: ``(idx, vector)`` rows → one factor block per Arrow batch (flat
+    float32 vectors, no per-row Python)."""
 
     def run(batches):
-        carry_k = np.zeros(0, dtype=np.int32)
-        carry_r = np.zeros(0, dtype=np.float64)
-        carry_y = np.zeros((0, rank), dtype=np.float64)
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            flat = batch.column("y").flatten().to_numpy(zero_copy_only=False)
+            flat = batch.column(vector_col).flatten().to_numpy(zero_copy_only=False)
             if flat.size != batch.num_rows * rank:
-                raise ValueError(f"fold-in: vectors are not all of length {rank}")
-            k = np.concatenate([carry_k, batch.column(key).to_numpy(zero_copy_only=False)])
-            r = np.concatenate([carry_r, batch.column(C.RATING).to_numpy(zero_copy_only=False)])
-            y = np.concatenate([carry_y, flat.reshape(-1, rank).astype(np.float64)])
-            last = int(np.flatnonzero(np.r_[True, k[1:] != k[:-1]])[-1])
-            if last:
-                yield emit(*solve_groups(k[:last], r[:last], y[:last], gram, reg=reg, alpha=alpha))
-            carry_k, carry_r, carry_y = k[last:], r[last:], y[last:]
-        if len(carry_k):
-            yield emit(*solve_groups(carry_k, carry_r, carry_y, gram, reg=reg, alpha=alpha))
+                raise ValueError(
+                    f"fold-in: the vectors of {vector_col} are not all of length {rank}"
+                )
+            yield block_batch(
+                0,
+                keys=batch.column(idx_col).to_numpy(zero_copy_only=False).astype(np.int32),
+                vectors=flat.astype(np.float32),
+            )
 
     return run
 
@@ -157,9 +169,11 @@ def fold_in_users(
     ``key=item_idx, other=user_idx`` (and user vectors in place of item vectors) it is the
     item step instead: items folded in against fixed user factors.
 
-    The joined rows are hash-partitioned by user and sorted by (user, item) within each
-    partition, so every user's rows are contiguous and in a fixed order (the float sums do
-    not depend on the shuffle); the solves read them as Arrow buffers.
+    Laid out like a training half-step (:mod:`jobs.wals_cg`): the history is packed into
+    one rating block per core (each user's entries sorted by item, so the float sums do not
+    depend on the shuffle), every block receives one copy of the item vectors, and the
+    solves run per block on the executors. A vector travels once per block, not once per
+    interaction as a join of history and vectors would ship it.
     """
     if method not in METHODS:
         raise ValueError(f"fold-in method must be one of {METHODS}, got {method!r}")
@@ -168,12 +182,29 @@ def fold_in_users(
         if method == "solve"
         else None
     )
-    rows = (
-        history.select(key, other, F.col(C.RATING).cast("double").alias(C.RATING))
-        .join(item_vectors.select(other, F.col(vector_col).alias("y")), other)
-        .repartition(key)
-        .sortWithinPartitions(key, other)
-        .select(F.col(key).cast("int").alias(key), C.RATING, "y")
+    spark = history.sparkSession
+    n_blocks = spark.sparkContext.defaultParallelism
+    ratings = rating_blocks(
+        history.select(
+            F.col(key).cast("int").alias(key), F.col(other).cast("int").alias(other), C.RATING
+        ),
+        key=key,
+        other=other,
+        n_blocks=n_blocks,
+        alpha=1.0,  # ratings as they are: the solver weighs them by alpha itself
+        persist=False,
     )
-    solve = _solve_batches(gram, key=key, rank=rank, reg=reg, alpha=alpha)
-    return rows.mapInArrow(solve, f"{key} int, {C.FACTORS} array<float>")
+    fixed = item_vectors.select(F.col(other).cast("int").alias(other), vector_col).mapInArrow(
+        vector_blocks(other, vector_col, rank), FACTOR_BLOCK_SCHEMA
+    )
+    blocks = half_step(
+        ratings,
+        None,
+        fixed,
+        n_blocks=n_blocks,
+        n_fixed=None,
+        rank=rank,
+        solve=closed_form_solver(gram, reg=reg, alpha=alpha),
+        routes=routing_keys(spark, n_blocks),
+    )
+    return blocks.mapInArrow(explode_factor_blocks(key), f"{key} int, {C.FACTORS} array<float>")

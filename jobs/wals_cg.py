@@ -138,7 +138,7 @@ def pack_ratings(key: str, other: str, alpha: float):
         order = np.lexsort((o, k))
         k, o, v = k[order], o[order], v[order]
         starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-        yield _block_batch(
+        yield block_batch(
             block,
             keys=k[starts].astype(np.int32),
             offsets=np.r_[starts, len(k)].astype(np.int32),
@@ -149,7 +149,7 @@ def pack_ratings(key: str, other: str, alpha: float):
     return run
 
 
-def _block_batch(block: int, **arrays: np.ndarray):
+def block_batch(block: int, **arrays: np.ndarray):
     import pyarrow as pa
 
     from udfs.topk import one_row_lists
@@ -165,7 +165,7 @@ def initial_factor_blocks(rank: int, seed: int):
         for batch in batches:
             for i in range(batch.num_rows):
                 keys = batch.column("keys")[i].values.to_numpy()
-                yield _block_batch(
+                yield block_batch(
                     batch.column("block")[i].as_py(),
                     keys=keys.astype(np.int32),
                     vectors=initial_vectors(keys, rank, seed),
@@ -174,10 +174,26 @@ def initial_factor_blocks(rank: int, seed: int):
     return run
 
 
-def solve_partition(n_fixed: int, rank: int, reg: float, steps: int):
+def cg_solver(reg: float, steps: int):
+    """The half-step solver of training: ``steps`` conjugate-gradient steps per row, warm
+    started from the previous vectors (:func:`solve_block`); every row is solved."""
+
+    def solve(offsets, others, conf, fixed, present, start):
+        x = solve_block(offsets, others, conf, fixed, start, reg=reg, steps=steps)
+        return x, np.ones(len(x), dtype=bool)
+
+    return solve
+
+
+def solve_partition(n_fixed: int | None, rank: int, solve):
     """mapInArrow body of a half-step: rows ``(target, kind, keys, offsets, others, conf,
     vectors)`` for one or more target blocks (a rating block, its previous vectors, every
-    block of the fixed side) → one factor block per target."""
+    block of the fixed side) → one factor block per target.
+
+    ``solve(offsets, others, conf, fixed, present, start)`` returns ``(vectors, solved)``:
+    a vector per row of the rating block and which rows were solved (only those are
+    emitted); ``present`` marks the fixed-side indexes that arrived with a vector.
+    ``n_fixed`` of None sizes the fixed table from the largest index the partition sees."""
     import pyarrow as pa
 
     from udfs.topk import cap_torch_threads, list_values
@@ -201,25 +217,34 @@ def solve_partition(n_fixed: int, rank: int, reg: float, steps: int):
                 continue
             ratings = int(rating_rows[0])
             keys = values("keys", ratings)
-            fixed = np.zeros((n_fixed, rank), dtype=np.float32)
-            for row in rows[kinds[rows] == FIXED]:
-                fixed[values("keys", row)] = values("vectors", row).reshape(-1, rank)
+            others = values("others", ratings)
+            fixed_rows = rows[kinds[rows] == FIXED]
+            size = n_fixed
+            if size is None:
+                tops = [others.max(initial=-1)]
+                tops += [values("keys", row).max(initial=-1) for row in fixed_rows]
+                size = int(max(tops)) + 1
+            fixed = np.zeros((size, rank), dtype=np.float32)
+            present = np.zeros(size, dtype=bool)
+            for row in fixed_rows:
+                fixed_keys = values("keys", row)
+                fixed[fixed_keys] = values("vectors", row).reshape(-1, rank)
+                present[fixed_keys] = True
             previous = rows[kinds[rows] == PREVIOUS]
             start = (
                 values("vectors", previous[0]).reshape(-1, rank)
                 if len(previous)
                 else np.zeros((len(keys), rank), dtype=np.float32)
             )
-            x = solve_block(
+            x, solved = solve(
                 values("offsets", ratings),
-                values("others", ratings),
+                others,
                 values("conf", ratings),
                 fixed,
+                present,
                 start,
-                reg=reg,
-                steps=steps,
             )
-            yield _block_batch(int(target), keys=keys.astype(np.int32), vectors=x)
+            yield block_batch(int(target), keys=keys[solved].astype(np.int32), vectors=x[solved])
 
     return run
 
@@ -246,11 +271,14 @@ def explode_factor_blocks(idx_col: str):
 # --- Spark side ---------------------------------------------------------------------------
 
 
-def rating_blocks(ratings: DataFrame, *, key: str, other: str, n_blocks: int, alpha: float):
-    """One row per block of ``key`` values, persisted (every half-step reads it)."""
+def rating_blocks(
+    ratings: DataFrame, *, key: str, other: str, n_blocks: int, alpha: float, persist: bool = True
+):
+    """One row per block of ``key`` values; persisted unless ``persist`` is False (training
+    reads it in every half-step, a fold-in once)."""
     blocks = ratings.select(key, other, C.RATING).repartition(n_blocks, key)
     packed = blocks.mapInArrow(pack_ratings(key, other, alpha), RATING_BLOCK_SCHEMA)
-    return packed.persist(StorageLevel.MEMORY_AND_DISK)
+    return packed.persist(StorageLevel.MEMORY_AND_DISK) if persist else packed
 
 
 def half_step(
@@ -259,14 +287,15 @@ def half_step(
     fixed: DataFrame,
     *,
     n_blocks: int,
-    n_fixed: int,
+    n_fixed: int | None,
     rank: int,
-    reg: float,
-    steps: int,
+    solve,
     routes: list[int],
 ) -> DataFrame:
-    """New factor blocks for the side of ``ratings`` with ``fixed``'s vectors held fixed.
-    Every block of ``fixed`` is copied to every target block by a shuffle."""
+    """New factor blocks for the side of ``ratings`` with ``fixed``'s vectors held fixed,
+    solved by ``solve`` (see :func:`solve_partition`). Every block of ``fixed`` is copied to
+    every target block by a shuffle: each fixed vector travels once per block, not once
+    per interaction."""
     empty_int, empty_float = F.array().cast("array<int>"), F.array().cast("array<float>")
 
     def shaped(df: DataFrame, kind: int, target: str) -> DataFrame:
@@ -295,7 +324,7 @@ def half_step(
         rows.withColumn("route", route)
         .repartition(n_blocks, "route")
         .drop("route")
-        .mapInArrow(solve_partition(n_fixed, rank, reg, steps), FACTOR_BLOCK_SCHEMA)
+        .mapInArrow(solve_partition(n_fixed, rank, solve), FACTOR_BLOCK_SCHEMA)
     )
 
 
@@ -338,7 +367,7 @@ def fit_wals_cg(
     )
     users = None
     spark = train.sparkSession
-    settings = {"rank": rank, "reg": reg, "steps": steps}
+    settings = {"rank": rank, "solve": cg_solver(reg, steps)}
     user_side = {
         "n_blocks": user_blocks,
         "n_fixed": n_items,

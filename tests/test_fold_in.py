@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 
 from jobs import columns as C
 from jobs.config import WalsConfig
-from jobs.fold_in import fold_in_users, gram_matrix, solve_groups, solve_user
+from jobs.fold_in import fold_in_users, gram_matrix, solve_rows, solve_user
 from jobs.train_wals import fit_wals
 
 pytestmark = pytest.mark.spark
@@ -90,17 +90,31 @@ def test_fold_in_gives_back_the_trained_user_factors(spark, tmp_path):
         np.testing.assert_allclose(r.factors, trained[r.user_idx], rtol=2e-3, atol=2e-4)
 
 
-def test_solve_groups_without_spark_one_solve_per_run_of_keys():
+def test_solve_rows_without_spark_one_solve_per_row_entries_without_vector_ignored():
     rng = np.random.default_rng(8)
-    y = rng.normal(size=(7, 3))
-    keys = np.array([4, 4, 4, 9, 11, 11, 11], dtype=np.int32)
-    ratings = np.array([1.0, 2.0, 1.0, 3.0, 1.0, 1.0, 2.0])
-    gram = y.T @ y
-    got_keys, got = solve_groups(keys, ratings, y, gram, reg=0.2, alpha=2.0)
-    assert got_keys.tolist() == [4, 9, 11]
-    for n, (a, b) in enumerate([(0, 3), (3, 4), (4, 7)]):
-        want = solve_user(gram, y[a:b], ratings[a:b], reg=0.2, alpha=2.0)
+    fixed = rng.normal(size=(12, 3))
+    present = np.ones(12, dtype=bool)
+    present[[5, 6]] = False  # no vector for items 5 and 6
+    offsets = np.array([0, 3, 4, 7, 9])
+    others = np.array([0, 5, 2, 9, 1, 6, 11, 5, 6])
+    ratings = np.array([1.0, 2.0, 1.0, 3.0, 1.0, 1.0, 2.0, 4.0, 1.0])
+    gram = fixed.T @ fixed
+    got, solved = solve_rows(offsets, others, ratings, fixed, present, gram, reg=0.2, alpha=2.0)
+    assert solved.tolist() == [True, True, True, False]  # row 3 only has vectorless items
+    for n, keep in enumerate([[0, 2], [3], [4, 6]]):
+        want = solve_user(gram, fixed[others[keep]], ratings[keep], reg=0.2, alpha=2.0)
         np.testing.assert_allclose(got[n], want, rtol=1e-5)
+
+
+def test_history_with_items_without_vectors(spark):
+    # Items 3 and 4 have no vector: user 0's entries on them are ignored, user 1 (only such
+    # items) gets no vector at all.
+    y = np.random.default_rng(2).normal(size=(3, 2)).astype(np.float32)
+    items, hist = frames(spark, y, [(0, 0, 1.0), (0, 3, 5.0), (0, 2, 2.0), (1, 4, 1.0)])
+    got = fold_in_users(hist, items, rank=2, reg=0.1, alpha=1.5).collect()
+    assert [r.user_idx for r in got] == [0]
+    want = dense_half_step(y.astype(np.float64), {0: 1.0, 2: 2.0}, 0.1, 1.5)
+    np.testing.assert_allclose(got[0].factors, want, rtol=1e-4, atol=1e-5)
 
 
 def test_users_whose_rows_span_arrow_batches_are_solved_once(spark):
