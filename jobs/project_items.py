@@ -112,8 +112,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             .join(embeddings.select(C.ITEM_IDX, EMBEDDING), C.ITEM_IDX)
             .withColumn("fold", fold)
             # Item-sized: one partition per core, not one per shuffle partition (each
-            # Python task below would start a worker for a handful of items).
-            .coalesce(spark.sparkContext.defaultParallelism)
+            # Python task below would start a worker for a handful of items). Hashed and
+            # sorted by item so that the statistics are summed in the same order in every
+            # run (the input files' order is the file system's).
+            .repartition(spark.sparkContext.defaultParallelism, C.ITEM_IDX)
+            .sortWithinPartitions(C.ITEM_IDX)
             .cache()
         )
         dim = len(embeddings.select(EMBEDDING).first()[0])

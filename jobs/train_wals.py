@@ -43,6 +43,16 @@ def build_als(w: WalsConfig) -> ALS:
     )
 
 
+def in_canonical_order(train: DataFrame, partitions: int) -> DataFrame:
+    """``train`` hash-partitioned by user and sorted by (user, item) within partitions.
+
+    The solvers sum each user's and item's terms in the order rows arrive, and float sums
+    depend on that order. A table's files are listed in an order the file system chooses
+    (two runs of the same job differ), so without this the factors of two identical runs
+    differed in the last bit and, through near ties, their lists could too."""
+    return train.repartition(partitions, C.USER_IDX).sortWithinPartitions(C.USER_IDX, C.ITEM_IDX)
+
+
 def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
     """Fit on ``train(user_idx, item_idx, rating)``. A checkpoint directory is always set:
     without one Spark ignores checkpointInterval and long runs overflow the stack."""
@@ -99,7 +109,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     with tables.stage(spark, run_, "train", cfg) as report:
         interactions = tables.read_table(spark, run_, "interactions")
-        train = interactions.filter(F.col(C.SPLIT) == C.TRAIN)
+        train = in_canonical_order(
+            interactions.filter(F.col(C.SPLIT) == C.TRAIN),
+            max(cfg.wals.user_blocks, spark.sparkContext.defaultParallelism),
+        )
         checkpoints = checkpoint_dir_for(cfg, run_)
         if cfg.wals.solver == "cg":
             user_vectors, item_vectors = fit_cg(train, cfg.wals, checkpoints)
