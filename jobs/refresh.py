@@ -42,6 +42,15 @@ from jobs.recommend import known_history, seen_items, top_k_lists, with_original
 
 BEST_NEW = "best_new"
 KTH = "kth"
+# A side of a join with at most this many rows is broadcast (a few MB of int pairs): the
+# day's changes are small next to the base run's tables, which then stream through without
+# a shuffle. A larger delta is joined by shuffle as usual.
+BROADCAST_ROWS = 2_000_000
+
+
+def small(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` marked for broadcast when ``rows`` (its known size) is at most BROADCAST_ROWS."""
+    return F.broadcast(df) if rows <= BROADCAST_ROWS else df
 
 
 def base_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> tables.Run:
@@ -71,15 +80,19 @@ def extend_index(
     known: DataFrame, ids: DataFrame, *, id_col: str, idx_col: str, what: str
 ) -> tuple[DataFrame, int]:
     """``(id, idx)`` of ``known`` plus the new ids of ``ids`` numbered after the largest
-    known index, in id order; and how many were new."""
+    known index, in id order; and how many were new (with none, ``known`` is returned as it
+    is and nothing is numbered)."""
     new = ids.select(id_col).distinct().join(known.select(id_col), id_col, "left_anti")
+    new = new.localCheckpoint()
+    n_new = new.count()
+    if n_new == 0:
+        return known.select(id_col, idx_col), 0
     start = known.agg(F.max(idx_col)).first()[0]
     start = -1 if start is None else int(start)
     numbered = assign_dense_index(
         new, id_col=id_col, idx_col=idx_col, what=what, max_ids=INT32_MAX - start - 1
     )
     numbered = numbered.select(id_col, (F.col(idx_col) + F.lit(start + 1)).alias(idx_col))
-    n_new = numbered.count()
     return known.select(id_col, idx_col).unionByName(numbered), n_new
 
 
@@ -98,14 +111,16 @@ def typed_like(df: DataFrame, col: str, like: DataFrame, what: str) -> DataFrame
     return cast.drop(col).withColumnRenamed("_cast", col)
 
 
-def merge_interactions(old: DataFrame, new: DataFrame, cfg: Config) -> DataFrame:
+def merge_interactions(
+    old: DataFrame, new: DataFrame, cfg: Config, *, new_pairs: int | None = None
+) -> DataFrame:
     """Base interactions plus new ``(user_idx, item_idx, strength, timestamp, n_events)``:
     a known pair sums strengths and events and keeps the latest time and its split; a new
     pair is training data. Ratings follow from the merged strength.
 
     Only the pairs the delta touches are aggregated; the rest of the base table passes
-    through an anti-join against those pairs (a broadcast when the delta is small), so
-    the base table is not shuffled."""
+    through an anti-join against those pairs, broadcast when ``new_pairs`` (the delta's
+    distinct pairs, if known) is small, so the base table is not shuffled."""
     cols = [C.USER_IDX, C.ITEM_IDX, C.STRENGTH, C.TIMESTAMP, C.N_EVENTS]
     pairs = [C.USER_IDX, C.ITEM_IDX]
     fresh = (
@@ -119,6 +134,8 @@ def merge_interactions(old: DataFrame, new: DataFrame, cfg: Config) -> DataFrame
         .withColumn(C.SPLIT, F.lit(None).cast("string"))
     )
     keys = fresh.select(*pairs)
+    if new_pairs is not None:
+        keys = small(keys, new_pairs)
     touched = old.join(keys, pairs, "left_semi").select(*cols, C.SPLIT)
     merged = (
         touched.unionByName(fresh)
@@ -245,8 +262,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             tables.read_table(spark, run_, "users"),
             tables.read_table(spark, run_, "items"),
         )
-        new_rows = delta.join(users, C.USER_ID).join(items.select(C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID)
-        interactions = merge_interactions(read("interactions"), new_rows, cfg)
+        # Indexed once and kept: the merge, the fold-in and the re-scoring all start here.
+        new_rows = (
+            small(delta, n_pairs)
+            .join(users, C.USER_ID)
+            .join(small(items.select(C.ITEM_ID, C.ITEM_IDX), report["rows"]["items"]), C.ITEM_ID)
+            .localCheckpoint()
+        )
+        interactions = merge_interactions(read("interactions"), new_rows, cfg, new_pairs=n_pairs)
         report["rows"]["interactions"] = tables.write_table(
             spark, run_, "interactions", interactions
         )
@@ -313,6 +336,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         # 3. fold-in: users with new interactions, then items with new interactions
         history = known_history(interactions)
         changed_users = new_rows.select(C.USER_IDX).distinct().localCheckpoint()
+        n_changed_users = changed_users.count()
+        changed_users = small(changed_users, n_changed_users)
         trained_items = vectors.filter(F.col(C.SOURCE) != "projected")
         old_user_vectors = read("user_factors").select(C.USER_IDX, C.FACTORS)
         if tables.has_table(spark, base, "fold_in_factors"):
@@ -338,7 +363,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             spark, run_, "user_factors", user_vectors
         )
         user_vectors = tables.read_table(spark, run_, "user_factors")
-        gained = new_rows.select(C.ITEM_IDX).distinct()
+        gained = new_rows.select(C.ITEM_IDX).distinct().localCheckpoint()
+        gained = small(gained, gained.count())
         folded_items = fold_in_users(
             history.join(gained, C.ITEM_IDX),
             user_vectors,
@@ -401,7 +427,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
         n_rescored = todo.count()
         report["counts"].update(
-            changed_users=changed_users.count(),
+            changed_users=n_changed_users,
             changed_items=changed_items.count(),
             rescored_users=n_rescored,
             kept_users=scorable.count() - n_rescored,
