@@ -61,9 +61,12 @@ def weighted_mean(y_u: np.ndarray, rating: np.ndarray, *, alpha: float) -> np.nd
     return (y_u.astype(np.float64).T @ c) / c.sum()
 
 
-def gram_matrix(item_vectors: DataFrame, vector_col: str, rank: int) -> np.ndarray:
+def gram_matrix(
+    item_vectors: DataFrame, vector_col: str, rank: int, *, key: str = C.ITEM_IDX
+) -> np.ndarray:
     """YᵀY, summed per task on the executors (one task per core); one rank × rank matrix per
-    task reaches the driver, in one Spark job."""
+    task reaches the driver, in one Spark job. The rows are hashed and sorted by index first,
+    so the sums run in the same order in every run, whatever order the files are read in."""
 
     def partial(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         total = np.zeros((rank, rank))
@@ -76,7 +79,11 @@ def gram_matrix(item_vectors: DataFrame, vector_col: str, rank: int) -> np.ndarr
     gram = np.zeros((rank, rank))
     tasks = item_vectors.sparkSession.sparkContext.defaultParallelism
     parts = (
-        item_vectors.select(vector_col).coalesce(tasks).mapInPandas(partial, "gram array<double>")
+        item_vectors.select(key, vector_col)
+        .repartition(tasks, key)
+        .sortWithinPartitions(key)
+        .select(vector_col)
+        .mapInPandas(partial, "gram array<double>")
     )
     for row in parts.collect():
         gram += np.asarray(row["gram"]).reshape(rank, rank)
@@ -178,7 +185,9 @@ def fold_in_users(
     if method not in METHODS:
         raise ValueError(f"fold-in method must be one of {METHODS}, got {method!r}")
     gram = (
-        gram_matrix(gram_items if gram_items is not None else item_vectors, vector_col, rank)
+        gram_matrix(
+            gram_items if gram_items is not None else item_vectors, vector_col, rank, key=other
+        )
         if method == "solve"
         else None
     )

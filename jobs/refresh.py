@@ -42,10 +42,10 @@ from jobs.recommend import known_history, seen_items, top_k_lists, with_original
 
 BEST_NEW = "best_new"
 KTH = "kth"
-# A side of a join with at most this many rows is broadcast (a few MB of int pairs): the
+# A side of a join with at most this many rows is broadcast (tens of MB at most): the
 # day's changes are small next to the base run's tables, which then stream through without
 # a shuffle. A larger delta is joined by shuffle as usual.
-BROADCAST_ROWS = 2_000_000
+BROADCAST_ROWS = 1_000_000
 
 
 def small(df: DataFrame, rows: int) -> DataFrame:
