@@ -106,9 +106,14 @@ def with_original_ids(top: DataFrame, users: DataFrame, items: DataFrame) -> Dat
     )
 
 
-def needs_fold_in(interactions: DataFrame) -> bool:
-    """Whether any user has known history that was not trained on (fold-in rows); the
-    split column's Parquet statistics let most files be skipped."""
+def needs_fold_in(spark: SparkSession, run: tables.Run, interactions: DataFrame) -> bool:
+    """Whether any user has known history that was not trained on (fold-in rows). The
+    ``prepare`` stage counted the rows of each split as it wrote them; a run without those
+    counts scans the split column (its Parquet statistics let most files be skipped)."""
+    prepared = tables.read_manifest(spark, run).get("stages", {}).get("prepare", {})
+    by_split = prepared.get("counts", {}).get("split")
+    if prepared.get("status") == "complete" and by_split is not None:
+        return by_split.get(C.FOLD_IN, 0) > 0
     return not interactions.filter(F.col(C.SPLIT) == C.FOLD_IN).isEmpty()
 
 
@@ -126,7 +131,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         users = tables.read_table(spark, run_, "users")
         # Both factor tables carry user_id, copied onto the list rows by the scoring.
         scored = user_factors.select(C.USER_IDX, C.FACTORS, C.USER_ID)
-        if cfg.recommend.fold_in != "none" and needs_fold_in(interactions):
+        if cfg.recommend.fold_in != "none" and needs_fold_in(spark, run_, interactions):
             folded = fold_in_vectors(interactions, user_factors, item_vectors, vector_col, cfg)
             report["rows"]["fold_in_factors"] = tables.write_table(
                 spark, run_, "fold_in_factors", folded.join(users, C.USER_IDX)

@@ -133,3 +133,30 @@ def test_users_whose_rows_span_arrow_batches_are_solved_once(spark):
         prefs = {i: rating for u, i, rating in history if u == r.user_idx}
         want = dense_half_step(y.astype(np.float64), prefs, 0.1, 2.0)
         np.testing.assert_allclose(r.factors, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_in_rows_are_found_by_the_prepare_counts_or_by_a_scan(spark, tmp_path):
+    from pathlib import Path
+
+    from jobs import tables
+    from jobs.config import load_config
+    from jobs.recommend import needs_fold_in
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+    cfg = load_config(conf, [f"output.root={tmp_path}"])
+    run = tables.open_run(spark, cfg, "r", create=True)
+    rows = spark.createDataFrame(
+        [(0, 1, C.TRAIN), (1, 2, C.FOLD_IN)], "user_idx int, item_idx int, split string"
+    )
+    trained_only = rows.filter(F.col(C.SPLIT) == C.TRAIN)
+    # No prepare counts in the manifest: the split column is scanned.
+    assert needs_fold_in(spark, run, rows)
+    assert not needs_fold_in(spark, run, trained_only)
+    # A complete prepare stage's counts answer without a scan (here they disagree with the
+    # rows passed, to show which one was read).
+    counts = {"split": {C.TRAIN: 1, C.FOLD_IN: 1}}
+    tables.update_manifest(spark, run, stages={"prepare": {"status": "complete", "counts": counts}})
+    assert needs_fold_in(spark, run, trained_only)
+    counts["split"].pop(C.FOLD_IN)
+    tables.update_manifest(spark, run, stages={"prepare": {"status": "complete", "counts": counts}})
+    assert not needs_fold_in(spark, run, rows)
