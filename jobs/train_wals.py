@@ -53,12 +53,20 @@ def in_canonical_order(train: DataFrame, partitions: int) -> DataFrame:
     return train.repartition(partitions, C.USER_IDX).sortWithinPartitions(C.USER_IDX, C.ITEM_IDX)
 
 
+def solver_input(train: DataFrame, w: WalsConfig) -> DataFrame:
+    """``(user_idx, item_idx, rating)`` of ``train`` in canonical order, at least one
+    partition per user block and per core."""
+    partitions = max(w.user_blocks, train.sparkSession.sparkContext.defaultParallelism)
+    return in_canonical_order(train.select(C.USER_IDX, C.ITEM_IDX, C.RATING), partitions)
+
+
 def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
-    """Fit on ``train(user_idx, item_idx, rating)``. A checkpoint directory is always set:
-    without one Spark ignores checkpointInterval and long runs overflow the stack."""
+    """Fit on ``train(user_idx, item_idx, rating)``, its rows in canonical order. A
+    checkpoint directory is always set: without one Spark ignores checkpointInterval and
+    long runs overflow the stack."""
     spark = train.sparkSession
     spark.sparkContext.setCheckpointDir(checkpoint_dir)
-    ratings = train.select(C.USER_IDX, C.ITEM_IDX, C.RATING).persist(StorageLevel.MEMORY_AND_DISK)
+    ratings = solver_input(train, w).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return build_als(w).fit(ratings)
     finally:
@@ -71,9 +79,8 @@ def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFr
     context = train.sparkSession.sparkContext
     context.setCheckpointDir(checkpoint_dir)
     blocks = w.cg_blocks or context.defaultParallelism
-    ratings = train.select(C.USER_IDX, C.ITEM_IDX, C.RATING)
     user_factors, item_factors = fit_wals_cg(
-        ratings,
+        solver_input(train, w),
         rank=w.rank,
         reg=w.reg,
         alpha=w.alpha,
@@ -109,10 +116,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     with tables.stage(spark, run_, "train", cfg) as report:
         interactions = tables.read_table(spark, run_, "interactions")
-        train = in_canonical_order(
-            interactions.filter(F.col(C.SPLIT) == C.TRAIN),
-            max(cfg.wals.user_blocks, spark.sparkContext.defaultParallelism),
-        )
+        train = interactions.filter(F.col(C.SPLIT) == C.TRAIN)
         checkpoints = checkpoint_dir_for(cfg, run_)
         if cfg.wals.solver == "cg":
             user_vectors, item_vectors = fit_cg(train, cfg.wals, checkpoints)
