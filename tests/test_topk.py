@@ -78,6 +78,29 @@ def test_ties_across_the_cut_keep_lowest_indexes_with_exclusion(monkeypatch):
         assert [top[rows == u].tolist() for u in range(len(users))] == expected
 
 
+def test_grouped_selection_is_exact_with_ties_and_exclusion(monkeypatch):
+    """Enough items that candidates come from groups of items (the k-th best group maximum
+    bounds the k-th score): integer scores tie within and across groups, a user who has seen
+    all but three items gets those three, item indexes are not positions."""
+    rng = np.random.default_rng(11)
+    n_items = 2000
+    users = rng.integers(0, 4, size=(25, 4)).astype(np.float32)
+    items = rng.integers(0, 4, size=(n_items, 4)).astype(np.float32)
+    seen = {u: set(rng.choice(n_items, size=300, replace=False).tolist()) for u in range(25)}
+    seen[7] = set(range(n_items)) - {5, 999, 1998}
+    offsets, flat = to_csr(seen, len(users))
+    ids = np.arange(n_items) * 3 + 1
+    monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", n_items * 6)  # several user chunks
+    for k in (1, 7, 30):
+        rows, top, scores = top_k_block(users, ids, items, k, offsets, ids[flat])
+        expected = brute_force(users, items, k, seen)
+        assert [top[rows == u].tolist() for u in range(len(users))] == [
+            ids[e].tolist() for e in expected
+        ]
+        assert len(top[rows == 7]) == min(k, 3)
+        assert np.all(np.diff(scores[rows == 0]) <= 0)
+
+
 @pytest.mark.spark
 @pytest.mark.parametrize("exclude", [True, False])
 def test_spark_blocks_match_brute_force(spark, exclude):

@@ -15,10 +15,14 @@ TOP_K_SCHEMA = "user_idx int, item_idx int, score float, rank int"
 ITEM_BLOCK_SCHEMA = "item_block int, item_idx array<int>, vectors array<float>"
 
 # Scores of one user chunk against one item block stay under this many floats (8 MB): the
-# matmul writes them and topk reads them while they are still in cache. Measured with
+# matmul writes them and the selection reads them while they are still in cache. Measured with
 # 4,096 users × 40,000 items, rank 64, one thread: 256 MB chunks 2.3 s, 8 MB 0.9 s (torch
 # products); with numpy's products 0.41 s against 0.59 s for torch's, two tasks at once.
 MAX_SCORE_FLOATS = 2 * 1024 * 1024
+# Items per group of the selection (fewer where the items are fewer than 8·k groups of it):
+# a user's k-th best group maximum bounds their k-th best score from below, so only groups
+# whose maximum reaches it hold candidates.
+GROUP = 64
 
 
 def top_k_block(
@@ -50,37 +54,36 @@ def top_k_block(
         empty = np.empty(0, dtype=np.int64)
         return empty, empty.astype(np.int32), np.empty(0, dtype=np.float32)
     kk = min(k, n_items)
-    # Products by numpy (OpenBLAS; the job's session sets spark.executorEnv.
-    # OPENBLAS_NUM_THREADS=1, one thread per task; see MAX_SCORE_FLOATS), selection by
-    # torch.topk on the same buffer.
-    items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32).T)
+    # Items padded with zero vectors to whole groups; their scores are set to -inf.
+    group = max(1, min(GROUP, n_items // (8 * kk)))
+    width = -(-n_items // group) * group
+    items_t = np.zeros((user_vectors.shape[1], width), dtype=np.float32)
+    items_t[:, :n_items] = np.asarray(item_vectors, dtype=np.float32).T
     users = np.asarray(user_vectors, dtype=np.float32)
     seen_rows, seen_cols = _seen_positions(n_users, item_ids, seen_offsets, seen_items)
-    chunk = min(n_users, max(1, MAX_SCORE_FLOATS // n_items))
-    buffer = np.empty((chunk, n_items), dtype=np.float32)
+    chunk = min(n_users, max(1, MAX_SCORE_FLOATS // width))
+    buffer = np.empty((chunk, width), dtype=np.float32)
     rows, items, scores = [], [], []
     for start in range(0, n_users, chunk):
         stop = min(start + chunk, n_users)
-        block = torch.from_numpy(np.matmul(users[start:stop], items_t, out=buffer[: stop - start]))
+        # Products by numpy (OpenBLAS; the job's session sets spark.executorEnv.
+        # OPENBLAS_NUM_THREADS=1, one thread per task; see MAX_SCORE_FLOATS).
+        block = np.matmul(users[start:stop], items_t, out=buffer[: stop - start])
+        block[:, n_items:] = -np.inf
         if seen_rows.size:
             # seen_rows is sorted: the chunk's entries are one slice, found without a scan.
             lo, hi = np.searchsorted(seen_rows, [start, stop])
-            r = torch.from_numpy(seen_rows[lo:hi] - start)
-            c = torch.from_numpy(seen_cols[lo:hi])
-            block[r, c] = float("-inf")
-        # One more than kept: the (k+1)-th score shows whether a tie crosses the cut.
-        top_scores, top_pos = torch.topk(block, min(kk + 1, n_items), dim=1, sorted=True)
-        top_scores, top_pos = _prefer_lower_index_at_cut(block, top_scores, top_pos, kk)
-        top_scores, top_pos = top_scores.numpy(), top_pos.numpy()
-        top_items = item_ids[top_pos]
-        # Ties in score are ordered by item index so that lists do not depend on torch's order.
-        order = np.lexsort((top_items, -top_scores), axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
-        top_items = np.take_along_axis(top_items, order, axis=1)
-        keep = np.isfinite(top_scores)
-        rows.append(np.broadcast_to(np.arange(start, stop)[:, None], keep.shape)[keep])
+            block[seen_rows[lo:hi] - start, seen_cols[lo:hi]] = -np.inf
+        r, pos, s = _candidates(torch, block, kk, group)
+        top_items = item_ids[pos]
+        # Every candidate sorted by (user, score descending, item index): ties in score are
+        # ordered by item index, so that lists never depend on the order of the computation.
+        order = np.lexsort((top_items, -s, r))
+        r, top_items, s = r[order], top_items[order], s[order]
+        keep = ranks_within_rows(r) <= kk
+        rows.append(r[keep] + start)
         items.append(top_items[keep])
-        scores.append(top_scores[keep])
+        scores.append(s[keep])
     return (
         np.concatenate(rows),
         np.concatenate(items).astype(np.int32),
@@ -88,28 +91,29 @@ def top_k_block(
     )
 
 
-def _prefer_lower_index_at_cut(block, top_scores, top_pos, kk: int):
-    """The first ``kk`` of the sorted ``top_scores``/``top_pos`` (``kk`` or ``kk + 1``
-    columns); where items tie with the kk-th score across the cut, the lowest indexes kept.
+def _candidates(torch, block: np.ndarray, kk: int, group: int):
+    """``(row, column, score)`` of every finite score that may be among its row's best
+    ``kk``: at least the best ``kk`` (all of them where a row has fewer), every item tied with
+    the kk-th included.
 
-    ``torch.topk`` picks among equal scores arbitrarily; lists must not depend on that
-    (integer popularity counts tie often). A tie crosses the cut exactly when the
-    (kk+1)-th score equals the kk-th, so no extra pass over the block is needed; only those
-    rows are fixed, one at a time.
+    The maximum of each ``group`` of columns is taken (one pass over the block, while it
+    is in cache); the kk-th largest group maximum ``t`` is at most the kk-th largest score
+    (kk groups each hold a score of at least ``t``), so only scores ``>= t`` in groups whose
+    maximum reaches ``t`` are candidates — about kk groups per row instead of all columns.
     """
-    import torch
-
-    if top_scores.shape[1] == kk:  # every item kept: nothing is cut
-        return top_scores, top_pos
-    cut = top_scores[:, kk - 1]
-    crossing = (top_scores[:, kk] == cut) & torch.isfinite(cut)
-    top_scores, top_pos = top_scores[:, :kk].contiguous(), top_pos[:, :kk].contiguous()
-    for r in torch.nonzero(crossing).flatten().tolist():
-        n_above = int((top_scores[r] > cut[r]).sum())
-        tied = torch.nonzero(block[r] == cut[r]).flatten()[: kk - n_above]
-        top_pos[r, n_above:] = tied
-        top_scores[r, n_above:] = cut[r]
-    return top_scores, top_pos
+    n_rows, width = block.shape
+    n_groups = width // group
+    grouped = block.reshape(n_rows, n_groups, group)
+    group_max = torch.from_numpy(grouped).amax(dim=2)
+    if n_groups >= kk:
+        bound = torch.topk(group_max, kk, dim=1, sorted=False).values.amin(dim=1).numpy()
+    else:  # fewer groups than places: every score is a candidate
+        bound = np.full(n_rows, -np.inf, dtype=np.float32)
+    g_rows, g_cols = np.nonzero(group_max.numpy() >= bound[:, None])
+    values = grouped[g_rows, g_cols]  # (candidate groups, group)
+    keep = (values >= bound[g_rows, None]) & np.isfinite(values)
+    cols = g_cols[:, None] * group + np.arange(group)
+    return np.repeat(g_rows, keep.sum(axis=1)), cols[keep], values[keep]
 
 
 def _seen_positions(
