@@ -168,6 +168,10 @@ class RefreshConfig:
     run currently published)."""
 
     base_run: str | None = None
+    # An item that gained interactions is solved again (the ALS item step against the user
+    # vectors) when the pairs it gained are at least this share of the pairs it had in the
+    # base run; items without any are always solved. 0: every item that gained.
+    item_growth: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,7 @@ def validate(cfg: Config) -> None:
     )
     _require(0 < pr.holdout_fraction < 1, "projection.holdout_fraction", "in (0, 1)")
     _require(pr.blend_shrinkage >= 0, "projection.blend_shrinkage", "a number >= 0 (0: off)")
+    _require(cfg.refresh.item_growth >= 0, "refresh.item_growth", "a number >= 0 (0: every item)")
     t = cfg.tune
     _require(t.trials > 0, "tune.trials", "an integer > 0", t.trials)
     _require(t.parallelism > 0, "tune.parallelism", "an integer > 0", t.parallelism)

@@ -8,8 +8,12 @@
 2. text: new or changed item texts are embedded (the embedding cache makes every other
    text a cache hit); items without interactions get the base run's projection W.
 3. users with new interactions are folded in against the item vectors (closed form);
-   then items with new interactions are folded in against the user vectors (the item step
-   of ALS, same closed form with the roles swapped).
+   then items that grew are folded in against the user vectors (the item step of ALS, same
+   closed form with the roles swapped): items whose new pairs are at least
+   ``refresh.item_growth`` of the pairs they had (default 10%), and items that had none.
+   An item that gained less keeps its vector until it grows enough or the weekly retrain:
+   under power-law popularity 1% new interactions touch most items, each by a sliver, and
+   solving them all again would change every list for almost no gain.
 4. re-scoring. A user's list is computed again exactly when it can change:
    the user's vector or seen items changed (new interactions), or their list holds an item
    whose vector changed, or some changed or new item now scores at least their k-th score
@@ -162,13 +166,34 @@ def merge_interactions(
     )
 
 
+def items_to_solve(base_interactions: DataFrame, new_rows: DataFrame, growth: float) -> DataFrame:
+    """``(item_idx)`` of the items the refresh solves again: those whose new pairs (rows of
+    ``new_rows``, one per pair) are at least ``growth`` times their known pairs in the base
+    run, and those with no known pairs; with ``growth`` 0, every item in ``new_rows``."""
+    gained = new_rows.groupBy(C.ITEM_IDX).agg(F.count(F.lit(1)).alias("_gained"))
+    if growth <= 0:
+        return gained.select(C.ITEM_IDX)
+    gained = gained.localCheckpoint()
+    known = (
+        known_history(base_interactions)
+        .join(small(gained.select(C.ITEM_IDX), gained.count()), C.ITEM_IDX, "left_semi")
+        .groupBy(C.ITEM_IDX)
+        .agg(F.count(F.lit(1)).alias("_known"))
+    )
+    return (
+        gained.join(known, C.ITEM_IDX, "left")
+        .filter(F.col("_known").isNull() | (F.col("_gained") >= F.lit(growth) * F.col("_known")))
+        .select(C.ITEM_IDX)
+    )
+
+
 def rescore_users(
     user_vectors: DataFrame,
     item_vectors: DataFrame,
     changed_items: DataFrame,
     changed_users: DataFrame,
     old_lists: DataFrame,
-    seen: DataFrame,
+    seen: DataFrame | None,
     cfg: Config,
     n_items: int,
 ) -> DataFrame:
@@ -176,15 +201,21 @@ def rescore_users(
 
     When at least half of the items changed, every user is re-scored without first
     checking who could be overtaken: that check is itself a scoring pass over the changed
-    items, so it would cost about as much as the re-score it saves."""
+    items, so it would cost about as much as the re-score it saves. The check excludes only
+    the seen pairs of changed items (read by a broadcast semi-join when few), not every
+    seen pair."""
     k = cfg.recommend.k
-    if changed_items.count() * 2 >= n_items:
+    n_changed = changed_items.count()
+    if n_changed * 2 >= n_items:
         return user_vectors.select(C.USER_IDX)
+    changed_items = small(changed_items, n_changed)
     kth = old_lists.groupBy(C.USER_IDX).agg(F.min(C.SCORE).alias(KTH), F.count(F.lit(1)).alias("n"))
     moved = (
         old_lists.join(changed_items, C.ITEM_IDX).select(C.USER_IDX).distinct()
     )  # their list holds an item whose vector changed
     candidates = changed_items.join(item_vectors, C.ITEM_IDX)
+    if seen is not None:
+        seen = seen.join(changed_items, C.ITEM_IDX, "left_semi")
     best = top_k_lists(
         user_vectors, candidates, seen, cfg.recommend, k=1, item_vector_col=C.VECTOR
     ).select(C.USER_IDX, F.col(C.SCORE).alias(BEST_NEW))
@@ -333,7 +364,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         vectors = vectors.localCheckpoint()
 
         lap("embed_and_project")
-        # 3. fold-in: users with new interactions, then items with new interactions
+        # 3. fold-in: users with new interactions, then the items that grew enough
         history = known_history(interactions)
         changed_users = new_rows.select(C.USER_IDX).distinct().localCheckpoint()
         n_changed_users = changed_users.count()
@@ -363,8 +394,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             spark, run_, "user_factors", user_vectors
         )
         user_vectors = tables.read_table(spark, run_, "user_factors")
-        gained = new_rows.select(C.ITEM_IDX).distinct().localCheckpoint()
-        gained = small(gained, gained.count())
+        gained = items_to_solve(
+            read("interactions"), new_rows, cfg.refresh.item_growth
+        ).localCheckpoint()
+        n_solved_items = gained.count()
+        gained = small(gained, n_solved_items)
         folded_items = fold_in_users(
             history.join(gained, C.ITEM_IDX),
             user_vectors,
@@ -409,11 +443,13 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             cfg,
             n_items=report["rows"]["items"],
         ).localCheckpoint()
+        n_rescored = todo.count()
+        todo = small(todo, n_rescored)
         rescored = scorable.join(todo, C.USER_IDX)
         fresh = top_k_lists(
             rescored,
             item_vectors,
-            seen,
+            seen.join(todo, C.USER_IDX, "left_semi"),
             cfg.recommend,
             item_vector_col=C.VECTOR,
             carry=C.USER_ID,
@@ -425,9 +461,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             with_original_ids(fresh, users, items)
         )
         report["rows"]["recommendations"] = tables.write_table(spark, run_, "recommendations", recs)
-        n_rescored = todo.count()
         report["counts"].update(
             changed_users=n_changed_users,
+            solved_items=n_solved_items,
             changed_items=changed_items.count(),
             rescored_users=n_rescored,
             kept_users=scorable.count() - n_rescored,

@@ -43,13 +43,15 @@ def refreshed(spark, tmp_path_factory):
     events = events[~events.item_id.isin(new_items.item_id)]
     base = events
     # Small changes on unpopular items, so the re-score rule has users to spare: a new user
-    # with two rarely seen items, a known user with a brand-new item.
-    rare = base.item_id.value_counts().index[-2:]
+    # with two rarely seen items, a known user with a brand-new item and with the most
+    # popular item (one pair more: far below refresh.item_growth, its vector is kept).
+    popularity = base.item_id.value_counts()
+    rare, top = popularity.index[-2:], popularity.index[0]
     delta = pd.DataFrame(
         {
-            "user_id": ["u_new", "u_new", base.user_id.iloc[0]],
-            "item_id": [rare[0], rare[1], new_items.item_id.iloc[0]],
-            "plays": [3, 1, 5],
+            "user_id": ["u_new", "u_new", base.user_id.iloc[0], base.user_id.iloc[0]],
+            "item_id": [rare[0], rare[1], new_items.item_id.iloc[0], top],
+            "plays": [3, 1, 5, 2],
             "timestamp": base.timestamp.max() + 1,
         }
     )
@@ -61,7 +63,8 @@ def refreshed(spark, tmp_path_factory):
     assert cli.main(["pipeline", "--config", conf, "--run-id", "base"]) == 0
     conf = write_config(work / "delta.yaml", work / "delta.csv", work / "new_items.csv", root)
     assert cli.main(["refresh", "--config", conf, "--run-id", "daily"]) == 0
-    return {"root": root, "delta": delta, "new_items": new_items, "base": base, "conf": conf}
+    return {"root": root, "delta": delta, "new_items": new_items, "base": base, "conf": conf,
+            "rare": list(rare), "top": top}  # fmt: skip
 
 
 def read(spark, root, table, run="daily"):
@@ -94,6 +97,7 @@ def test_kept_and_recomputed_lists_equal_a_full_rescore(spark, refreshed):
     # The rule spared some users: not everyone was recomputed.
     assert 0 < counts["rescored_users"] < 151 and counts["kept_users"] > 0
     assert counts["new_users"] == 1 and counts["new_items"] == 3
+    assert counts["solved_items"] == 3  # the two rare items and the new one, not the top one
     assert counts["interactions"]["rows_read"] == len(refreshed["delta"])
 
 
@@ -115,6 +119,36 @@ def test_new_users_and_items_and_seen_items(spark, refreshed):
     assert untouched
     for u in untouched[:20]:
         np.testing.assert_array_equal(before.loc[u, C.FACTORS], after.loc[u, C.FACTORS])
+    # Items that grew by at least refresh.item_growth are solved again, the others are kept.
+    old_vectors = read(spark, root, "item_vectors", run="base").toPandas().set_index(C.ITEM_ID)
+    np.testing.assert_array_equal(
+        vectors.loc[refreshed["top"], C.VECTOR], old_vectors.loc[refreshed["top"], C.VECTOR]
+    )
+    for item in refreshed["rare"]:
+        assert not np.array_equal(vectors.loc[item, C.VECTOR], old_vectors.loc[item, C.VECTOR])
+
+
+def test_items_to_solve_by_growth(spark):
+    from jobs.refresh import items_to_solve
+
+    # Item 0 had 20 known pairs (and 5 test pairs, not counted), item 1 had 2, item 2 none.
+    base = spark.createDataFrame(
+        [(u, 0, "train") for u in range(20)]
+        + [(u, 0, "test") for u in range(20, 25)]
+        + [(0, 1, "train"), (1, 1, "fold_in")],
+        "user_idx int, item_idx int, split string",
+    )
+    new_rows = spark.createDataFrame(
+        [(30, 0), (31, 0), (30, 1), (30, 2)], "user_idx int, item_idx int"
+    )
+
+    def solved(growth):
+        return sorted(r.item_idx for r in items_to_solve(base, new_rows, growth).collect())
+
+    assert solved(0.1) == [0, 1, 2]  # 2 / 20 reaches 10%
+    assert solved(0.11) == [1, 2]  # 2 / 20 does not; 1 / 2 does; no known pairs: always
+    assert solved(0.6) == [2]
+    assert solved(0.0) == [0, 1, 2]
 
 
 def test_everyone_is_rescored_when_half_the_items_changed(spark):
