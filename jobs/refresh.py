@@ -46,6 +46,7 @@ from jobs.recommend import known_history, seen_items, top_k_lists, with_original
 
 BEST_NEW = "best_new"
 KTH = "kth"
+MOVED = "moved"
 # A side of a join with at most this many rows is broadcast (tens of MB at most): the
 # day's changes are small next to the base run's tables, which then stream through without
 # a shuffle. A larger delta is joined by shuffle as usual.
@@ -192,12 +193,17 @@ def rescore_users(
     item_vectors: DataFrame,
     changed_items: DataFrame,
     changed_users: DataFrame,
-    old_lists: DataFrame,
+    old_recs: DataFrame,
     seen: DataFrame | None,
     cfg: Config,
     n_items: int,
 ) -> DataFrame:
     """``(user_idx)`` of the users whose lists can change (the rule in the module doc).
+
+    ``user_vectors`` is ``(user_idx, factors, user_id)``, ``item_vectors`` ``(item_idx,
+    item_id, vector)``, ``old_recs`` the base run's lists as published ``(user_id, rank,
+    item_id, score)``: they are read by original id (a filter for the k-th scores, a
+    broadcast semi-join for the lists holding a changed item), never mapped row by row.
 
     When at least half of the items changed, every user is re-scored without first
     checking who could be overtaken: that check is itself a scoring pass over the changed
@@ -209,28 +215,33 @@ def rescore_users(
     if n_changed * 2 >= n_items:
         return user_vectors.select(C.USER_IDX)
     changed_items = small(changed_items, n_changed)
-    kth = old_lists.groupBy(C.USER_IDX).agg(F.min(C.SCORE).alias(KTH), F.count(F.lit(1)).alias("n"))
-    moved = (
-        old_lists.join(changed_items, C.ITEM_IDX).select(C.USER_IDX).distinct()
-    )  # their list holds an item whose vector changed
     candidates = changed_items.join(item_vectors, C.ITEM_IDX)
+    # The k-th score is the list's row of rank k; a user without one has a shorter list.
+    kth = old_recs.filter(F.col(C.RANK) == k).select(C.USER_ID, F.col(C.SCORE).alias(KTH))
+    moved = (  # their list holds an item whose vector changed
+        old_recs.join(small(candidates.select(C.ITEM_ID), n_changed), C.ITEM_ID, "left_semi")
+        .select(C.USER_ID, F.lit(True).alias(MOVED))
+        .distinct()
+    )
     if seen is not None:
         seen = seen.join(changed_items, C.ITEM_IDX, "left_semi")
     best = top_k_lists(
-        user_vectors, candidates, seen, cfg.recommend, k=1, item_vector_col=C.VECTOR
-    ).select(C.USER_IDX, F.col(C.SCORE).alias(BEST_NEW))
-    overtaken = (
-        user_vectors.select(C.USER_IDX)
-        .join(kth, C.USER_IDX, "left")
-        .join(best, C.USER_IDX, "left")
+        user_vectors, candidates, seen, cfg.recommend, k=1, item_vector_col=C.VECTOR,
+        carry=C.USER_ID,
+    ).select(C.USER_ID, F.col(C.SCORE).alias(BEST_NEW))  # fmt: skip
+    todo = (
+        user_vectors.select(C.USER_IDX, C.USER_ID)
+        .join(kth, C.USER_ID, "left")
+        .join(best, C.USER_ID, "left")
+        .join(moved, C.USER_ID, "left")
         .filter(
-            F.col(KTH).isNull()  # no list yet
-            | (F.col("n") < k)
+            F.col(KTH).isNull()  # no list yet, or one shorter than k
+            | F.col(MOVED).isNotNull()
             | (F.col(BEST_NEW).isNotNull() & (F.col(BEST_NEW) >= F.col(KTH)))
         )
         .select(C.USER_IDX)
     )
-    return changed_users.unionByName(moved).unionByName(overtaken).distinct()
+    return changed_users.unionByName(todo).distinct()
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -425,12 +436,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         lap("fold_in")
         # 4. re-score the users whose lists can change; keep the others' lists
         changed_items = gained.unionByName(to_project).distinct().localCheckpoint()
-        old_recs = read("recommendations")
-        old_lists = (
-            old_recs.join(users, C.USER_ID)
-            .join(F.broadcast(items.select(C.ITEM_ID, C.ITEM_IDX)), C.ITEM_ID)
-            .select(C.USER_IDX, C.ITEM_IDX, C.RANK, C.SCORE)
-        )
+        # Lists longer than k (a base run with a larger recommend.k) are cut to k.
+        old_recs = read("recommendations").filter(F.col(C.RANK) <= cfg.recommend.k)
         seen = seen_items(interactions)
         scorable = user_vectors.select(C.USER_IDX, C.FACTORS, C.USER_ID)
         todo = rescore_users(
@@ -438,7 +445,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             item_vectors,
             changed_items,
             changed_users,
-            old_lists,
+            old_recs,
             seen,
             cfg,
             n_items=report["rows"]["items"],
@@ -456,7 +463,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         )
         # Kept lists are copied as published (original ids already); only re-scored ones
         # are mapped back from indexes.
-        kept = old_recs.join(rescored.select(C.USER_ID), C.USER_ID, "left_anti")
+        kept = old_recs.join(small(rescored.select(C.USER_ID), n_rescored), C.USER_ID, "left_anti")
         recs = kept.select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).unionByName(
             with_original_ids(fresh, users, items)
         )

@@ -159,29 +159,40 @@ def test_everyone_is_rescored_when_half_the_items_changed(spark):
         {"data": {"interactions": {"path": "x"}}, "output": {"root": "y"}, "recommend": {"k": 2}}
     )
     users = spark.createDataFrame(
-        [(u, [1.0, float(u)]) for u in range(6)], "user_idx int, factors array<float>"
+        [(u, [1.0, float(u)], f"u{u}") for u in range(6)],
+        "user_idx int, factors array<float>, user_id string",
     )
     items = spark.createDataFrame(
-        [(i, [float(i), 1.0]) for i in range(4)], "item_idx int, vector array<float>"
+        [(i, [float(i), 1.0], f"i{i}") for i in range(4)],
+        "item_idx int, vector array<float>, item_id string",
     )
+    lists = "user_id string, rank int, item_id string, score float"
     old = spark.createDataFrame(
-        [(u, i, r, 1.0) for u in range(6) for r, i in enumerate([0, 1], 1)],
-        "user_idx int, item_idx int, rank int, score float",
+        [(f"u{u}", r, f"i{i}", 1.0) for u in range(6) for r, i in enumerate([0, 1], 1)], lists
     )
     nobody = spark.createDataFrame([], "user_idx int")
 
-    def rescored(changed: list[int]) -> list[int]:
+    def rescored(changed: list[int], lists=old) -> list[int]:
         changed_items = spark.createDataFrame([(i,) for i in changed], "item_idx int")
-        todo = rescore_users(users, items, changed_items, nobody, old, None, cfg, n_items=4)
+        todo = rescore_users(users, items, changed_items, nobody, lists, None, cfg, n_items=4)
         return sorted(r.user_idx for r in todo.collect())
 
     assert rescored([2, 3]) == list(range(6))  # half the catalog: no check, everyone
-    # One changed item outside every list, scoring below every k-th score: nobody.
-    low = spark.createDataFrame([(u, i, 1, 99.0) for u in range(6) for i in (0, 1)],
-                                "user_idx int, item_idx int, rank int, score float")  # fmt: skip
-    changed_items = spark.createDataFrame([(3,)], "item_idx int")
-    todo = rescore_users(users, items, changed_items, nobody, low, None, cfg, n_items=4)
-    assert todo.count() == 0
+    # Lists of items 0 and 1 with k-th scores (99) above anything item 3 scores (3 + u):
+    # a changed item 3 re-scores only user 5, whose list is shorter than k; a changed
+    # item 1 re-scores everyone whose list holds it.
+    high = spark.createDataFrame(
+        [(f"u{u}", r, f"i{i}", 99.0) for u in range(5) for r, i in enumerate([0, 1], 1)]
+        + [("u5", 1, "i0", 99.0)],
+        lists,
+    )
+    assert rescored([3], high) == [5]
+    assert rescored([1], high) == [0, 1, 2, 3, 4, 5]
+    # k-th scores of 4.5: item 3 overtakes them for users 2.. (3 + u >= 4.5), not 0 and 1.
+    mid = spark.createDataFrame(
+        [(f"u{u}", r, f"i{i}", 4.5) for u in range(6) for r, i in enumerate([0, 1], 1)], lists
+    )
+    assert rescored([3], mid) == [2, 3, 4, 5]
 
 
 def test_a_retried_refresh_starts_again_from_the_same_base(spark, refreshed):
