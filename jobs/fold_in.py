@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import columns as C
+from jobs.spark import in_canonical_order
 from jobs.wals_cg import (
     FACTOR_BLOCK_SCHEMA,
     block_batch,
@@ -79,9 +80,7 @@ def gram_matrix(
     gram = np.zeros((rank, rank))
     tasks = item_vectors.sparkSession.sparkContext.defaultParallelism
     parts = (
-        item_vectors.select(key, vector_col)
-        .repartition(tasks, key)
-        .sortWithinPartitions(key)
+        in_canonical_order(item_vectors.select(key, vector_col), tasks, key)
         .select(vector_col)
         .mapInPandas(partial, "gram array<double>")
     )

@@ -27,6 +27,7 @@ from jobs.projection import (
     project_embeddings,
     ridge_solutions,
 )
+from jobs.spark import in_canonical_order
 
 EMBEDDING = "embedding"
 PROJECTED = "projected"
@@ -111,14 +112,11 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             .filter(F.col("n_train") >= p.min_interactions)
             .join(embeddings.select(C.ITEM_IDX, EMBEDDING), C.ITEM_IDX)
             .withColumn("fold", fold)
-            # Item-sized: one partition per core, not one per shuffle partition (each
-            # Python task below would start a worker for a handful of items). Hashed and
-            # sorted by item so that the statistics are summed in the same order in every
-            # run (the input files' order is the file system's).
-            .repartition(spark.sparkContext.defaultParallelism, C.ITEM_IDX)
-            .sortWithinPartitions(C.ITEM_IDX)
-            .cache()
         )
+        # Item-sized: one partition per core, not one per shuffle partition (each Python
+        # task below would start a worker for a handful of items); in canonical order, so
+        # that the statistics are summed in the same order in every run.
+        warm = in_canonical_order(warm, spark.sparkContext.defaultParallelism, C.ITEM_IDX).cache()
         dim = len(embeddings.select(EMBEDDING).first()[0])
         stats = accumulate_stats(
             warm, emb_col=EMBEDDING, target_col=C.FACTORS, dim=dim, rank=cfg.wals.rank

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from jobs.config import Config
 
@@ -37,3 +37,14 @@ def build_session(cfg: Config) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def in_canonical_order(df: DataFrame, partitions: int, *keys: str) -> DataFrame:
+    """``df`` hash-partitioned by ``keys[0]`` into ``partitions`` and sorted by ``keys``
+    within each partition.
+
+    Solvers and statistics sum terms in the order rows arrive, and float sums depend on that
+    order. A table's files are listed in an order the file system chooses (two runs of the
+    same job differ), so without this two identical runs differ in the last bit of their
+    factors and, through near ties, their lists could too."""
+    return df.repartition(partitions, keys[0]).sortWithinPartitions(*keys)

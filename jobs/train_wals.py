@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from jobs import columns as C
 from jobs import storage, tables
 from jobs.config import Config, WalsConfig
+from jobs.spark import in_canonical_order
 from jobs.wals_cg import fit_wals_cg
 
 
@@ -43,21 +44,12 @@ def build_als(w: WalsConfig) -> ALS:
     )
 
 
-def in_canonical_order(train: DataFrame, partitions: int) -> DataFrame:
-    """``train`` hash-partitioned by user and sorted by (user, item) within partitions.
-
-    The solvers sum each user's and item's terms in the order rows arrive, and float sums
-    depend on that order. A table's files are listed in an order the file system chooses
-    (two runs of the same job differ), so without this the factors of two identical runs
-    differed in the last bit and, through near ties, their lists could too."""
-    return train.repartition(partitions, C.USER_IDX).sortWithinPartitions(C.USER_IDX, C.ITEM_IDX)
-
-
 def solver_input(train: DataFrame, w: WalsConfig) -> DataFrame:
     """``(user_idx, item_idx, rating)`` of ``train`` in canonical order, at least one
     partition per user block and per core."""
     partitions = max(w.user_blocks, train.sparkSession.sparkContext.defaultParallelism)
-    return in_canonical_order(train.select(C.USER_IDX, C.ITEM_IDX, C.RATING), partitions)
+    rows = train.select(C.USER_IDX, C.ITEM_IDX, C.RATING)
+    return in_canonical_order(rows, partitions, C.USER_IDX, C.ITEM_IDX)
 
 
 def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
