@@ -184,3 +184,20 @@ def test_spark_seen_pairs_and_carried_ids(spark):
     assert (top.user_id == "id" + top.user_idx.astype(str)).all()
     for u in range(len(users)):
         assert top[top.user_idx == u].sort_values("rank").item_idx.tolist() == expected[u]
+
+
+def test_kernel_benchmark_checks_its_selection_and_writes_results(tmp_path):
+    """bench/bench_topk.py at a small size: both selections agree, results are written."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import bench_topk
+
+    args = ["--users", "300", "--items", "2500", "--k", "10", "--repeats", "1"]
+    assert bench_topk.main([*args, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "topk.json").read_text())
+    assert result["shape"] == {"users": 300, "items": 2500, "rank": 64, "k": 10}
+    assert set(result["seconds"]) == {"top_k_block", "matmul_torch_topk", "matmul_only"}
+    assert "| `top_k_block`" in (tmp_path / "topk.md").read_text()
