@@ -62,6 +62,7 @@ def test_config_is_frozen():
         ("wals.rank=abc", "wals.rank: must be an integer, got 'abc'"),
         ("wals.alpha=-1", "wals.alpha: must be a number >= 0, got -1.0"),
         ("recommend.k=0", "recommend.k: must be an integer > 0, got 0"),
+        ("refresh.item_growth=-0.5", "refresh.item_growth: must be a number >= 0 (0: every item)"),
         ("wals.confidence=cubic", "wals.confidence: must be one of binary, linear, log, sqrt"),
         ("split.holdout=sometimes", "split.holdout: must be one of none, random, time"),
         ("split.fraction=1.5", "split.fraction: must be a number in (0, 1), got 1.5"),
