@@ -473,7 +473,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             solved_items=n_solved_items,
             changed_items=changed_items.count(),
             rescored_users=n_rescored,
-            kept_users=scorable.count() - n_rescored,
+            kept_users=report["rows"]["user_factors"] - n_rescored,
         )
         lap("rescore")
         report["seconds_by_step"] = steps

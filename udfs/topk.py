@@ -47,8 +47,6 @@ def top_k_block(
         ``(row, item, score)`` flat arrays, rows in user order and, within a user, by score
         descending then item index ascending. ``row`` indexes ``user_vectors``.
     """
-    import torch
-
     n_users, n_items = user_vectors.shape[0], item_ids.shape[0]
     if n_users == 0 or n_items == 0:
         empty = np.empty(0, dtype=np.int64)
@@ -74,7 +72,7 @@ def top_k_block(
             # seen_rows is sorted: the chunk's entries are one slice, found without a scan.
             lo, hi = np.searchsorted(seen_rows, [start, stop])
             block[seen_rows[lo:hi] - start, seen_cols[lo:hi]] = -np.inf
-        r, pos, s = _candidates(torch, block, kk, group)
+        r, pos, s = _candidates(block, kk, group)
         top_items = item_ids[pos]
         # Every candidate sorted by (user, score descending, item index): ties in score are
         # ordered by item index, so that lists never depend on the order of the computation.
@@ -91,7 +89,7 @@ def top_k_block(
     )
 
 
-def _candidates(torch, block: np.ndarray, kk: int, group: int):
+def _candidates(block: np.ndarray, kk: int, group: int):
     """``(row, column, score)`` of every finite score that may be among its row's best
     ``kk``: at least the best ``kk`` (all of them where a row has fewer), every item tied with
     the kk-th included.
@@ -101,6 +99,8 @@ def _candidates(torch, block: np.ndarray, kk: int, group: int):
     (kk groups each hold a score of at least ``t``), so only scores ``>= t`` in groups whose
     maximum reaches ``t`` are candidates — about kk groups per row instead of all columns.
     """
+    import torch
+
     n_rows, width = block.shape
     n_groups = width // group
     grouped = block.reshape(n_rows, n_groups, group)
