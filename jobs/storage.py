@@ -86,6 +86,23 @@ def delete(spark: SparkSession, path: str) -> None:
         fs.delete(jpath, True)
 
 
+def size(spark: SparkSession, path: str) -> int:
+    """Bytes under ``path`` (all files, recursively)."""
+    fs, jpath = _fs_path(spark, path)
+    return int(fs.getContentSummary(jpath).getLength())
+
+
+def copy(spark: SparkSession, src: str, dst: str) -> None:
+    """Copy the file or directory ``src`` to ``dst`` byte for byte (any two Hadoop file
+    systems; the bytes pass through the driver)."""
+    jvm = spark.sparkContext._jvm
+    src_fs, jsrc = _fs_path(spark, src)
+    dst_fs, jdst = _fs_path(spark, dst)
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    if not jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, jsrc, dst_fs, jdst, False, conf):
+        raise OSError(f"could not copy {src} to {dst}")
+
+
 def rename(spark: SparkSession, src: str, dst: str) -> None:
     fs, jsrc = _fs_path(spark, src)
     jdst = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(dst)

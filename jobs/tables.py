@@ -25,6 +25,9 @@ from jobs.config import Config
 from jobs.errors import ConfigError, RunStateError, first_line
 
 MANIFEST = "manifest.json"
+# A published table up to this size is copied file by file through the driver (10^7 list
+# rows are about 55 MB); a larger one is rewritten in parallel by the executors.
+COPY_FILES_BYTES = 1 << 30
 METRICS = "metrics.json"
 
 # Which stage writes each table: named in the error when a table is missing.
@@ -207,7 +210,10 @@ def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> s
     Parquet: the copy is written under a staging name and swapped in by two renames; the
     previous version is removed only after the new one is in place, and a swap cut off
     between the renames is undone by :func:`recover_published` before anything else. Delta:
-    one overwrite transaction on the published table.
+    one overwrite transaction on the published table. Parquet files are immutable, so a
+    table of up to COPY_FILES_BYTES is copied file by file (no decode and encode, the bytes
+    pass through the driver); a larger one is rewritten by the executors, so no single
+    process streams many gigabytes.
     """
     target = storage.join(run.root, published_name)
     if run.fmt == "delta":
@@ -219,7 +225,11 @@ def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> s
     staging = storage.join(run.root, f".{published_name}.staging-{run.run_id}")
     previous = storage.join(run.root, f".{published_name}.previous-{run.run_id}")
     storage.delete(spark, staging)
-    read_table(spark, run, table).write.format(run.fmt).mode("overwrite").save(staging)
+    data = read_table(spark, run, table)  # raises when missing, naming its stage
+    if storage.size(spark, run.path(table)) <= COPY_FILES_BYTES:
+        storage.copy(spark, run.path(table), staging)
+    else:
+        data.write.format(run.fmt).mode("overwrite").save(staging)
     if not storage.exists(spark, storage.join(staging, "_SUCCESS")):
         raise RunStateError(f"the staged copy {staging} has no _SUCCESS marker; not published")
     if storage.exists(spark, target):

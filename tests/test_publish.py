@@ -4,7 +4,7 @@ metastore table name."""
 import pytest
 
 from jobs import storage, tables
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, RunStateError
 from jobs.pipeline import publish_run
 from tests.conftest import make_config
 
@@ -84,3 +84,29 @@ def test_registering_in_a_missing_database_names_the_key(spark, tmp_path):
     run_lists(spark, tables.open_run(spark, cfg, "t1", create=True), offset=1)
     with pytest.raises(ConfigError, match=r"^output\.table: cannot register no_such_db_here"):
         publish_run(spark, cfg, "t1")
+
+
+def test_publish_copies_small_tables_byte_for_byte_and_rewrites_large_ones(
+    spark, tmp_path, monkeypatch
+):
+    cfg = make_config(tmp_path, "unused.csv")
+    run = make_run(spark, cfg, "c1", 7)
+    target = tables.publish(spark, run, "recommendations", "recommendations")
+    source, published = tmp_path / "out/runs/c1/recommendations", tmp_path / "out/recommendations"
+    parts = sorted(p.name for p in source.glob("part-*"))
+    assert parts and sorted(p.name for p in published.glob("part-*")) == parts
+    for name in parts:
+        assert (source / name).read_bytes() == (published / name).read_bytes()
+    # Above the size limit the executors rewrite it: new files, the same rows.
+    monkeypatch.setattr(tables, "COPY_FILES_BYTES", 0)
+    tables.publish(spark, run, "recommendations", "recommendations")
+    assert sorted(p.name for p in published.glob("part-*")) != parts
+    assert sorted(spark.read.parquet(target).collect()) == sorted(
+        spark.read.parquet(str(source)).collect()
+    )
+    # A run table without its _SUCCESS marker (a write cut off) is never published.
+    (source / "_SUCCESS").unlink()
+    monkeypatch.setattr(tables, "COPY_FILES_BYTES", 1 << 30)
+    with pytest.raises(RunStateError, match="no _SUCCESS marker"):
+        tables.publish(spark, run, "recommendations", "recommendations")
+    assert spark.read.parquet(target).count() == 7
