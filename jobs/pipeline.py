@@ -38,7 +38,7 @@ def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> 
             report["table"] = cfg.output.table
         if cfg.output.keep_runs is not None:
             report["pruned_runs"] = tables.prune_runs(
-                spark, run_.root, cfg.output.keep_runs, protect=run_.run_id
+                spark, run_.root, cfg.output.keep_runs, protect=run_.run_id, fmt=run_.fmt
             )
     tables.update_manifest(spark, run_, published={"path": target, "run_id": run_.run_id})
     # Publish is where every run ends (pipeline, one task per stage, refresh): the metrics, the

@@ -4,7 +4,9 @@
 (``refresh.base_run``, default: the run currently published). A new run is written:
 
 1. ids: known users and items keep their indexes, new ones are numbered after them;
-   interactions of a known (user, item) pair are merged into it (strengths summed).
+   interactions of a known (user, item) pair are merged into it (strengths summed). Only
+   the merged and new pairs are written: the run's interactions table is a layer over the
+   base run's (``jobs.tables.write_layer``), compacted every MAX_LAYERS refreshes.
 2. text: new or changed item texts are embedded (the embedding cache makes every other
    text a cache hit); items without interactions get the base run's projection W.
 3. users with new interactions are folded in against the item vectors (closed form);
@@ -43,19 +45,11 @@ from jobs.prepare import confidence_rating, read_catalog, read_interactions
 from jobs.project_items import EMBEDDING, read_weights
 from jobs.projection import project_embeddings
 from jobs.recommend import known_history, seen_items, top_k_lists, with_original_ids
+from jobs.spark import small
 
 BEST_NEW = "best_new"
 KTH = "kth"
 MOVED = "moved"
-# A side of a join with at most this many rows is broadcast (tens of MB at most): the
-# day's changes are small next to the base run's tables, which then stream through without
-# a shuffle. A larger delta is joined by shuffle as usual.
-BROADCAST_ROWS = 1_000_000
-
-
-def small(df: DataFrame, rows: int) -> DataFrame:
-    """``df`` marked for broadcast when ``rows`` (its known size) is at most BROADCAST_ROWS."""
-    return F.broadcast(df) if rows <= BROADCAST_ROWS else df
 
 
 def base_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> tables.Run:
@@ -119,13 +113,15 @@ def typed_like(df: DataFrame, col: str, like: DataFrame, what: str) -> DataFrame
 def merge_interactions(
     old: DataFrame, new: DataFrame, cfg: Config, *, new_pairs: int | None = None
 ) -> DataFrame:
-    """Base interactions plus new ``(user_idx, item_idx, strength, timestamp, n_events)``:
-    a known pair sums strengths and events and keeps the latest time and its split; a new
-    pair is training data. Ratings follow from the merged strength.
+    """The rows of the pairs that new ``(user_idx, item_idx, strength, timestamp,
+    n_events)`` touch, merged with the base interactions ``old``: a known pair sums
+    strengths and events and keeps the latest time and its split; a new pair is training
+    data. Ratings follow from the merged strength. Every other base row stays as it is
+    (the run's table is a layer over the base's, :func:`jobs.tables.write_layer`).
 
-    Only the pairs the delta touches are aggregated; the rest of the base table passes
-    through an anti-join against those pairs, broadcast when ``new_pairs`` (the delta's
-    distinct pairs, if known) is small, so the base table is not shuffled."""
+    The base rows of touched pairs come by a semi-join against those pairs, broadcast when
+    ``new_pairs`` (the delta's distinct pairs, if known) is small, so the base table is not
+    shuffled."""
     cols = [C.USER_IDX, C.ITEM_IDX, C.STRENGTH, C.TIMESTAMP, C.N_EVENTS]
     pairs = [C.USER_IDX, C.ITEM_IDX]
     fresh = (
@@ -152,11 +148,10 @@ def merge_interactions(
             F.coalesce(F.max(C.SPLIT), F.lit(C.TRAIN)).alias(C.SPLIT),
         )
     )
-    untouched = old.join(keys, pairs, "left_anti").select(*cols, C.SPLIT)
     rating = confidence_rating(
         F.col(C.STRENGTH), form=cfg.wals.confidence, log_epsilon=cfg.wals.log_epsilon
     )
-    return untouched.unionByName(merged).select(
+    return merged.select(
         C.USER_IDX,
         C.ITEM_IDX,
         C.STRENGTH,
@@ -311,9 +306,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             .join(small(items.select(C.ITEM_ID, C.ITEM_IDX), report["rows"]["items"]), C.ITEM_ID)
             .localCheckpoint()
         )
-        interactions = merge_interactions(read("interactions"), new_rows, cfg, new_pairs=n_pairs)
-        report["rows"]["interactions"] = tables.write_table(
-            spark, run_, "interactions", interactions
+        # Only the merged and new pairs are written, as a layer over the base's table.
+        report["rows"]["interactions"], depth = tables.write_layer(
+            spark,
+            run_,
+            "interactions",
+            merge_interactions(read("interactions"), new_rows, cfg, new_pairs=n_pairs),
+            base,
+            [C.USER_IDX, C.ITEM_IDX],
         )
         interactions = tables.read_table(spark, run_, "interactions")
         delta.unpersist()
@@ -329,6 +329,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             "items_catalog": catalog_report,
             "new_users": n_new_users,
             "new_items": n_new_items,
+            "interactions_layer_depth": depth,
         }
 
         lap("ids_and_interactions")

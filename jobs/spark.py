@@ -6,6 +6,7 @@ import os
 import sys
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.config import Config
 
@@ -48,3 +49,14 @@ def in_canonical_order(df: DataFrame, partitions: int, *keys: str) -> DataFrame:
     same job differ), so without this two identical runs differ in the last bit of their
     factors and, through near ties, their lists could too."""
     return df.repartition(partitions, keys[0]).sortWithinPartitions(*keys)
+
+
+# A side of a join with at most this many rows is broadcast (tens of MB at most): a day's
+# changes are small next to a run's tables, which then stream through without a shuffle.
+# A larger side is joined by shuffle as usual.
+BROADCAST_ROWS = 1_000_000
+
+
+def small(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` marked for broadcast when ``rows`` (its known size) is at most BROADCAST_ROWS."""
+    return F.broadcast(df) if rows <= BROADCAST_ROWS else df

@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs import storage
 from jobs.config import Config
 from jobs.errors import ConfigError, RunStateError, first_line
+from jobs.spark import small
 
 MANIFEST = "manifest.json"
 # A published table up to this size is copied file by file through the driver (10^7 list
@@ -105,13 +106,83 @@ def has_table(spark: SparkSession, run: Run, name: str) -> bool:
 
 
 def read_table(spark: SparkSession, run: Run, name: str) -> DataFrame:
+    """The whole table; a layer (see :func:`write_layer`) is read over its base."""
     if not has_table(spark, run, name):
         producer = PRODUCER.get(name, "an earlier")
         raise RunStateError(
             f"table {name!r} is missing in run {run.run_id} ({run.dir}): "
             f"run the `{producer}` stage first"
         )
-    return spark.read.format(run.fmt).load(run.path(name))
+    df = spark.read.format(run.fmt).load(run.path(name))
+    layer = read_layer(spark, run, name)
+    if layer is None:
+        return df
+    base = Run(root=run.root, run_id=layer["base_run"], fmt=run.fmt)
+    if not has_table(spark, base, name):
+        raise RunStateError(
+            f"table {name!r} of run {run.run_id} holds only the rows that changed since run "
+            f"{base.run_id}, and that run's table is gone ({base.dir}); start from a full run"
+        )
+    return overlay(read_table(spark, base, name), df, layer["keys"], layer["layer_rows"])
+
+
+# --- layers ---------------------------------------------------------------------------
+# A refresh changes a small share of a large table. Instead of rewriting it, the run can
+# write a layer: the changed and new rows only, with a marker naming the base run and the
+# key columns. Readers get the base's rows whose keys the layer does not hold, plus the
+# layer's rows; a base may itself be a layer, up to MAX_LAYERS deep, after which the next
+# writer compacts (writes the whole table). Runs that others build on are kept by
+# prune_runs. Parquet only: a Delta table is rewritten (its log is its own layering).
+LAYER = "_layer.json"  # Spark skips files starting with "_" when reading the table
+MAX_LAYERS = 7
+
+
+def read_layer(spark: SparkSession, run: Run, name: str) -> dict[str, Any] | None:
+    """The layer marker of ``run``'s table ``name``, or None for a whole table."""
+    path = storage.join(run.path(name), LAYER)
+    if run.fmt != "parquet" or not storage.exists(spark, path):
+        return None
+    return json.loads(storage.read_text(spark, path))
+
+
+def overlay(
+    base: DataFrame, layer: DataFrame, keys: list[str], layer_rows: int | None
+) -> DataFrame:
+    """``base`` with the rows of ``layer`` in place of the base rows with the same keys; the
+    layer's keys are broadcast when ``layer_rows`` is known to be small."""
+    replaced = layer.select(*keys)
+    if layer_rows is not None:
+        replaced = small(replaced, layer_rows)
+    return base.join(replaced, keys, "left_anti").unionByName(layer.select(*base.columns))
+
+
+def write_layer(
+    spark: SparkSession, run: Run, name: str, rows: DataFrame, base: Run, keys: list[str]
+) -> tuple[int, int]:
+    """Write ``rows`` (the table's changed and new rows, one per key) as ``run``'s table
+    ``name`` over ``base``'s; the whole table instead when layers are not possible (Delta)
+    or ``base`` is already MAX_LAYERS deep. Returns the rows written and the layer depth
+    (0: the whole table was written)."""
+    base_layer = read_layer(spark, base, name)
+    depth = 1 + (base_layer["depth"] if base_layer else 0)
+    if run.fmt != "parquet" or depth > MAX_LAYERS:
+        whole = overlay(read_table(spark, base, name), rows, keys, None)
+        return write_table(spark, run, name, whole), 0
+    written = write_table(spark, run, name, rows)
+    marker = {"base_run": base.run_id, "keys": keys, "depth": depth, "layer_rows": written}
+    storage.write_text(spark, storage.join(run.path(name), LAYER), json.dumps(marker))
+    return written, depth
+
+
+def base_runs(spark: SparkSession, run: Run) -> set[str]:
+    """The runs whose tables ``run``'s layers read (directly or through other layers)."""
+    out: set[str] = set()
+    for name in storage.list_names(spark, run.dir):
+        layer = read_layer(spark, run, name)
+        if layer is not None and layer["base_run"] not in out:
+            out.add(layer["base_run"])
+            out |= base_runs(spark, Run(run.root, layer["base_run"], run.fmt))
+    return out
 
 
 # --- manifest -------------------------------------------------------------------------
@@ -293,11 +364,16 @@ def recover_published(spark: SparkSession, root: str, published_name: str) -> st
     return restored
 
 
-def prune_runs(spark: SparkSession, root: str, keep: int, protect: str) -> list[str]:
+def prune_runs(
+    spark: SparkSession, root: str, keep: int, protect: str, fmt: str = "parquet"
+) -> list[str]:
     """Delete all but the ``keep`` newest run directories (by name, i.e. start time for
-    generated ids), never ``protect`` (the run just published). Returns the deleted ids."""
+    generated ids), never ``protect`` (the run just published) nor a run whose tables a
+    kept run's layers read. Returns the deleted ids."""
     runs = storage.list_names(spark, storage.join(root, "runs"))
-    doomed = [r for r in runs[: max(len(runs) - keep, 0)] if r != protect]
+    kept = {protect, *runs[max(len(runs) - keep, 0) :]}
+    needed = set().union(*(base_runs(spark, Run(root, r, fmt)) for r in kept if r in runs))
+    doomed = [r for r in runs[: max(len(runs) - keep, 0)] if r not in kept | needed]
     for run_id in doomed:
         storage.delete(spark, storage.join(root, "runs", run_id))
     return doomed

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs import cli
+from jobs import cli, storage, tables
 from jobs import columns as C
+from jobs.errors import RunStateError
 from jobs.recommend import seen_items
 from jobs.synthetic import generate
 from tests.encoders import MINILM
@@ -68,7 +69,7 @@ def refreshed(spark, tmp_path_factory):
 
 
 def read(spark, root, table, run="daily"):
-    return spark.read.parquet(str(root / "runs" / run / table))
+    return tables.read_table(spark, tables.Run(str(root), run, "parquet"), table)
 
 
 def test_kept_and_recomputed_lists_equal_a_full_rescore(spark, refreshed):
@@ -214,3 +215,69 @@ def test_a_retried_refresh_starts_again_from_the_same_base(spark, refreshed):
         .all()
         .all()
     )
+
+
+def test_refreshed_interactions_are_a_layer_equal_to_the_merged_table(spark, refreshed):
+    root, delta = refreshed["root"], refreshed["delta"]
+    layer = spark.read.parquet(str(root / "runs" / "daily" / "interactions")).toPandas()
+    assert len(layer) == len(delta)  # the four pairs the delta touched, nothing else
+    marker = json.loads((root / "runs" / "daily" / "interactions" / "_layer.json").read_text())
+    assert marker["base_run"] == "base" and marker["depth"] == 1
+    # The whole table as read: the base run's rows with the delta's plays added per pair.
+    users = read(spark, root, "users").toPandas().set_index(C.USER_ID)[C.USER_IDX]
+    items = read(spark, root, "items").toPandas().set_index(C.ITEM_ID)[C.ITEM_IDX]
+    want = read(spark, root, "interactions", run="base").toPandas()
+    want = want.set_index([C.USER_IDX, C.ITEM_IDX])[C.STRENGTH].to_dict()
+    for row in delta.itertuples():
+        pair = (users[row.user_id], items[row.item_id])
+        want[pair] = want.get(pair, 0.0) + row.plays
+    got = read(spark, root, "interactions").toPandas()
+    assert not got.duplicated([C.USER_IDX, C.ITEM_IDX]).any()
+    assert got.set_index([C.USER_IDX, C.ITEM_IDX])[C.STRENGTH].to_dict() == pytest.approx(want)
+
+
+def test_layers_chain_compact_and_keep_their_bases_from_pruning(spark, tmp_path, monkeypatch):
+    from tests.conftest import make_config
+
+    cfg = make_config(tmp_path, "unused.csv")
+    root = str(tmp_path / "out")
+    keys = [C.USER_IDX, C.ITEM_IDX]
+
+    def run(name):
+        return tables.open_run(spark, cfg, name, create=True)
+
+    def frame(rows):
+        return spark.createDataFrame(rows, "user_idx int, item_idx int, strength double")
+
+    def table(name):
+        got = tables.read_table(spark, tables.Run(root, name, "parquet"), "t").collect()
+        assert len(got) == len({(r[0], r[1]) for r in got})
+        return {(r[0], r[1]): r[2] for r in got}
+
+    want = {(u, i): 1.0 for u in range(4) for i in range(3)}
+    tables.write_table(spark, run("a"), "t", frame([(*p, v) for p, v in want.items()]))
+    for name, base, rows, depth in [
+        ("b", "a", [(0, 0, 5.0), (9, 9, 1.0)], 1),
+        ("c", "b", [(0, 0, 7.0), (1, 1, 2.0)], 2),
+    ]:
+        assert tables.write_layer(spark, run(name), "t", frame(rows), run(base), keys) == (
+            len(rows),
+            depth,
+        )
+        want.update({(u, i): v for u, i, v in rows})
+        assert table(name) == want
+    assert table("b")[(0, 0)] == 5.0 and table("a")[(0, 0)] == 1.0  # bases stay as they were
+    # Past MAX_LAYERS the whole table is written again: no marker, same rows.
+    monkeypatch.setattr(tables, "MAX_LAYERS", 2)
+    rows = [(2, 2, 4.0)]
+    assert tables.write_layer(spark, run("d"), "t", frame(rows), run("c"), keys) == (13, 0)
+    want.update({(2, 2): 4.0})
+    assert table("d") == want and not (tmp_path / "out/runs/d/t/_layer.json").exists()
+    # Pruning keeps every run a kept run's layers read, and drops them once nothing does.
+    assert tables.prune_runs(spark, root, keep=1, protect="c") == []
+    assert tables.prune_runs(spark, root, keep=1, protect="d") == ["a", "b", "c"]
+    assert table("d") == want
+    tables.write_layer(spark, run("e"), "t", frame(rows), run("d"), keys)
+    storage.delete(spark, storage.join(root, "runs", "d"))
+    with pytest.raises(RunStateError, match=r"'t' of run e holds only the rows that changed"):
+        table("e")
