@@ -5,8 +5,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import columns as C
+from jobs import fold_in
 from jobs.config import WalsConfig
-from jobs.fold_in import fold_in_users, gram_matrix, solve_rows, solve_user
+from jobs.fold_in import fold_in_users, gram_matrix, solve_rows, solve_user, weighted_mean
 from jobs.train_wals import fit_wals
 
 pytestmark = pytest.mark.spark
@@ -104,6 +105,35 @@ def test_solve_rows_without_spark_one_solve_per_row_entries_without_vector_ignor
     for n, keep in enumerate([[0, 2], [3], [4, 6]]):
         want = solve_user(gram, fixed[others[keep]], ratings[keep], reg=0.2, alpha=2.0)
         np.testing.assert_allclose(got[n], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("caps", [(64, 1 << 17), (5, 300)])
+def test_solve_rows_in_padded_groups_equals_one_solve_per_row(monkeypatch, caps):
+    # Rows of very different lengths (1..250 entries, some vectorless, some ratings <= 0),
+    # solved in groups; small caps force many groups, single-row groups and rows longer
+    # than the entry budget.
+    monkeypatch.setattr(fold_in, "GROUP_ROWS", caps[0])
+    monkeypatch.setattr(fold_in, "GROUP_ENTRIES", caps[1])
+    rng = np.random.default_rng(3)
+    fixed = rng.normal(size=(400, 8)).astype(np.float32)
+    present = rng.random(400) > 0.1
+    lengths = rng.integers(1, 250, size=60)
+    offsets = np.r_[0, np.cumsum(lengths)]
+    others = rng.integers(0, 400, size=offsets[-1])
+    ratings = rng.normal(loc=1.0, size=offsets[-1]).astype(np.float32)
+    gram = fixed.T.astype(np.float64) @ fixed
+    for g in (gram, None):
+        got, solved = solve_rows(offsets, others, ratings, fixed, present, g, reg=0.3, alpha=4.0)
+        assert solved.all()
+        for n in range(len(lengths)):
+            cols = others[offsets[n] : offsets[n + 1]]
+            keep = present[cols]
+            y_u, r = fixed[cols[keep]], ratings[offsets[n] : offsets[n + 1]][keep]
+            if g is None:
+                want = weighted_mean(y_u, r, alpha=4.0)
+            else:
+                want = solve_user(g, y_u, r, reg=0.3, alpha=4.0)
+            np.testing.assert_allclose(got[n], want, rtol=1e-4, atol=1e-6)
 
 
 def test_history_with_items_without_vectors(spark):
