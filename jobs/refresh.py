@@ -218,14 +218,16 @@ def rescore_users(
         .select(C.USER_ID, F.lit(True).alias(MOVED))
         .distinct()
     )
+    # Users with new interactions are re-scored anyway: only the others are checked.
+    others = user_vectors.join(changed_users.select(C.USER_IDX), C.USER_IDX, "left_anti")
     if seen is not None:
         seen = seen.join(changed_items, C.ITEM_IDX, "left_semi")
     best = top_k_lists(
-        user_vectors, candidates, seen, cfg.recommend, k=1, item_vector_col=C.VECTOR,
+        others, candidates, seen, cfg.recommend, k=1, item_vector_col=C.VECTOR,
         carry=C.USER_ID,
     ).select(C.USER_ID, F.col(C.SCORE).alias(BEST_NEW))  # fmt: skip
     todo = (
-        user_vectors.select(C.USER_IDX, C.USER_ID)
+        others.select(C.USER_IDX, C.USER_ID)
         .join(kth, C.USER_ID, "left")
         .join(best, C.USER_ID, "left")
         .join(moved, C.USER_ID, "left")

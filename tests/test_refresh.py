@@ -171,11 +171,11 @@ def test_everyone_is_rescored_when_half_the_items_changed(spark):
     old = spark.createDataFrame(
         [(f"u{u}", r, f"i{i}", 1.0) for u in range(6) for r, i in enumerate([0, 1], 1)], lists
     )
-    nobody = spark.createDataFrame([], "user_idx int")
 
-    def rescored(changed: list[int], lists=old) -> list[int]:
+    def rescored(changed: list[int], lists=old, changed_users=()) -> list[int]:
         changed_items = spark.createDataFrame([(i,) for i in changed], "item_idx int")
-        todo = rescore_users(users, items, changed_items, nobody, lists, None, cfg, n_items=4)
+        moved = spark.createDataFrame([(u,) for u in changed_users], "user_idx int")
+        todo = rescore_users(users, items, changed_items, moved, lists, None, cfg, n_items=4)
         return sorted(r.user_idx for r in todo.collect())
 
     assert rescored([2, 3]) == list(range(6))  # half the catalog: no check, everyone
@@ -188,6 +188,7 @@ def test_everyone_is_rescored_when_half_the_items_changed(spark):
         lists,
     )
     assert rescored([3], high) == [5]
+    assert rescored([3], high, changed_users=[0, 5]) == [0, 5]  # changed users, always
     assert rescored([1], high) == [0, 1, 2, 3, 4, 5]
     # k-th scores of 4.5: item 3 overtakes them for users 2.. (3 + u >= 4.5), not 0 and 1.
     mid = spark.createDataFrame(
