@@ -168,9 +168,14 @@ def write_layer(
     if run.fmt != "parquet" or depth > MAX_LAYERS:
         whole = overlay(read_table(spark, base, name), rows, keys, None)
         return write_table(spark, run, name, whole), 0
-    written = write_table(spark, run, name, rows)
+    # Written aside with its marker and renamed into place: a table without its marker
+    # would read as if it were whole.
+    partial = f"{name}.partial"
+    written = write_table(spark, run, partial, rows)
     marker = {"base_run": base.run_id, "keys": keys, "depth": depth, "layer_rows": written}
-    storage.write_text(spark, storage.join(run.path(name), LAYER), json.dumps(marker))
+    storage.write_text(spark, storage.join(run.path(partial), LAYER), json.dumps(marker))
+    storage.delete(spark, run.path(name))
+    storage.rename(spark, run.path(partial), run.path(name))
     return written, depth
 
 
@@ -282,9 +287,9 @@ def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> s
     previous version is removed only after the new one is in place, and a swap cut off
     between the renames is undone by :func:`recover_published` before anything else. Delta:
     one overwrite transaction on the published table. Parquet files are immutable, so a
-    table of up to COPY_FILES_BYTES is copied file by file (no decode and encode, the bytes
-    pass through the driver); a larger one is rewritten by the executors, so no single
-    process streams many gigabytes.
+    whole table (not a layer) of up to COPY_FILES_BYTES is copied file by file (no decode
+    and encode, the bytes pass through the driver); a larger one is rewritten by the
+    executors, so no single process streams many gigabytes.
     """
     target = storage.join(run.root, published_name)
     if run.fmt == "delta":
@@ -297,7 +302,10 @@ def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> s
     previous = storage.join(run.root, f".{published_name}.previous-{run.run_id}")
     storage.delete(spark, staging)
     data = read_table(spark, run, table)  # raises when missing, naming its stage
-    if storage.size(spark, run.path(table)) <= COPY_FILES_BYTES:
+    if (
+        read_layer(spark, run, table) is None
+        and storage.size(spark, run.path(table)) <= COPY_FILES_BYTES
+    ):
         storage.copy(spark, run.path(table), staging)
     else:
         data.write.format(run.fmt).mode("overwrite").save(staging)
