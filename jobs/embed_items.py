@@ -44,11 +44,16 @@ def cache_path(cfg: Config, run: tables.Run) -> str:
     return storage.join(run.root, "embedding_cache")
 
 
-def cached_vectors(spark: SparkSession, path: str, fingerprint: str) -> DataFrame | None:
-    """``(text_hash, embedding)`` cached for this fingerprint, or None."""
+def cached_vectors(
+    spark: SparkSession, path: str, fingerprint: str, hashes: DataFrame | None = None
+) -> DataFrame | None:
+    """``(text_hash, embedding)`` cached for this fingerprint (only for ``hashes``, a
+    ``text_hash`` column, when given), or None."""
     if not storage.exists(spark, storage.join(path, f"{FINGERPRINT}={fingerprint}")):
         return None
     cached = spark.read.parquet(path).filter(F.col(FINGERPRINT) == fingerprint)
+    if hashes is not None:
+        cached = cached.join(hashes.select(TEXT_HASH).distinct(), TEXT_HASH, "left_semi")
     # Two runs may have appended the same text: keep one vector per hash (they are equal).
     return cached.groupBy(TEXT_HASH).agg(F.first(EMBEDDING).alias(EMBEDDING))
 
@@ -78,7 +83,19 @@ def encode(todo: DataFrame, spec: EncoderSpec, n_texts: int, arrow_batch_size: i
     )
 
 
-def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    run_id: str | None = None,
+    *,
+    only: DataFrame | None = None,
+    base: tables.Run | None = None,
+) -> dict[str, Any]:
+    """The stage. With ``only`` (``item_idx`` of the items whose text is new or changed)
+    and ``base`` (a run with ``item_embeddings``), as a refresh calls it: only those items
+    are looked up and embedded, and the table is written as a layer over the base's."""
+    if (only is None) != (base is None):
+        raise ValueError("embed: `only` and `base` go together")
     if cfg.data.items.text_template is None:
         raise ConfigError(
             "embed: data.items.text_template is not set, so items have no text; set it, e.g. "
@@ -88,6 +105,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     spec = encoder_spec(cfg.encoder)
     with tables.stage(spark, run_, "embed", cfg) as report:
         items = tables.read_table(spark, run_, "items")
+        if only is not None:
+            items = items.join(only.select(C.ITEM_IDX), C.ITEM_IDX, "left_semi")
         stats = items.agg(
             F.count(F.lit(1)).alias("items"),
             F.count(TEXT).alias("with_text"),
@@ -106,14 +125,23 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 F.lit(fingerprint).alias(FINGERPRINT),
             )
             fresh.write.mode("append").partitionBy(FINGERPRINT).parquet(cache)
-        vectors = cached_vectors(spark, cache, fingerprint)
         with_text = items.filter(F.col(TEXT).isNotNull())
+        vectors = cached_vectors(
+            spark, cache, fingerprint, hashes=None if only is None else with_text
+        )
+        if vectors is None:  # nothing to embed and nothing cached yet
+            vectors = spark.createDataFrame([], f"{TEXT_HASH} string, {EMBEDDING} array<float>")
         embeddings = with_text.join(vectors, TEXT_HASH).select(
             C.ITEM_IDX, C.ITEM_ID, TEXT_HASH, EMBEDDING
         )
-        report["rows"]["item_embeddings"] = tables.write_table(
-            spark, run_, "item_embeddings", embeddings
-        )
+        if base is None:
+            report["rows"]["item_embeddings"] = tables.write_table(
+                spark, run_, "item_embeddings", embeddings
+            )
+        else:
+            report["rows"]["item_embeddings"], report["layer_depth"] = tables.write_layer(
+                spark, run_, "item_embeddings", embeddings, base, [C.ITEM_IDX]
+            )
         report["counts"] = {
             "items": stats["items"],
             "empty_text": stats["items"] - stats["with_text"],

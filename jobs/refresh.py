@@ -7,8 +7,9 @@
    interactions of a known (user, item) pair are merged into it (strengths summed). Only
    the merged and new pairs are written: the run's interactions table is a layer over the
    base run's (``jobs.tables.write_layer``), compacted every MAX_LAYERS refreshes.
-2. text: new or changed item texts are embedded (the embedding cache makes every other
-   text a cache hit); items without interactions get the base run's projection W.
+2. text: new or changed item texts are embedded (the embedding cache keeps a text seen
+   before from being encoded again; the run's item_embeddings table is a layer over the
+   base's); items without interactions get the base run's projection W.
 3. users with new interactions are folded in against the item vectors (closed form);
    then items that grew are folded in against the user vectors (the item step of ALS, same
    closed form with the roles swapped): items whose new pairs are at least
@@ -354,7 +355,15 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             )
         to_project = items.limit(0).select(C.ITEM_IDX)
         if cfg.data.items.text_template is not None and tables.has_table(spark, base, "projection"):
-            report["embed"] = embed_items.run(spark, cfg, run_.run_id)
+            # Only new and changed texts are embedded, as a layer over the base's table.
+            layered = tables.has_table(spark, base, "item_embeddings")
+            report["embed"] = embed_items.run(
+                spark,
+                cfg,
+                run_.run_id,
+                only=changed_text if layered else None,
+                base=base if layered else None,
+            )
             embeddings = tables.read_table(spark, run_, "item_embeddings")
             # Projected with the base run's W: items with text and no vector yet, and cold
             # items whose text changed.

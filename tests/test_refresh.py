@@ -218,7 +218,7 @@ def test_a_retried_refresh_starts_again_from_the_same_base(spark, refreshed):
     )
 
 
-def test_refreshed_interactions_are_a_layer_equal_to_the_merged_table(spark, refreshed):
+def test_refreshed_interactions_and_embeddings_are_layers_read_whole(spark, refreshed):
     root, delta = refreshed["root"], refreshed["delta"]
     layer = spark.read.parquet(str(root / "runs" / "daily" / "interactions")).toPandas()
     assert len(layer) == len(delta)  # the four pairs the delta touched, nothing else
@@ -235,6 +235,14 @@ def test_refreshed_interactions_are_a_layer_equal_to_the_merged_table(spark, ref
     got = read(spark, root, "interactions").toPandas()
     assert not got.duplicated([C.USER_IDX, C.ITEM_IDX]).any()
     assert got.set_index([C.USER_IDX, C.ITEM_IDX])[C.STRENGTH].to_dict() == pytest.approx(want)
+    # Embeddings too: only the three new texts were embedded; the table reads whole.
+    layer = spark.read.parquet(str(root / "runs" / "daily" / "item_embeddings")).toPandas()
+    assert sorted(layer[C.ITEM_ID]) == sorted(refreshed["new_items"].item_id)
+    before = read(spark, root, "item_embeddings", run="base").toPandas().set_index(C.ITEM_ID)
+    after = read(spark, root, "item_embeddings").toPandas().set_index(C.ITEM_ID)
+    assert sorted(after.index) == sorted([*before.index, *layer[C.ITEM_ID]])
+    for item in before.index[:10]:
+        np.testing.assert_array_equal(after.loc[item, "embedding"], before.loc[item, "embedding"])
 
 
 def test_layers_chain_compact_and_keep_their_bases_from_pruning(spark, tmp_path, monkeypatch):
