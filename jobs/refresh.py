@@ -47,6 +47,7 @@ from jobs.project_items import EMBEDDING, read_weights
 from jobs.projection import project_embeddings
 from jobs.recommend import known_history, seen_items, top_k_lists, with_original_ids
 from jobs.spark import small
+from udfs.text_encoder import encoder_fingerprint
 
 BEST_NEW = "best_new"
 KTH = "kth"
@@ -355,6 +356,15 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             )
         to_project = items.limit(0).select(C.ITEM_IDX)
         if cfg.data.items.text_template is not None and tables.has_table(spark, base, "projection"):
+            base_encoder = tables.read_manifest(spark, base).get("stages", {}).get("embed", {})
+            was = base_encoder.get("encoder", {}).get("fingerprint")
+            now = encoder_fingerprint(embed_items.encoder_spec(cfg.encoder))
+            if was is not None and was != now:
+                raise ConfigError(
+                    f"refresh: encoder.* differs from base run {base.run_id}'s (fingerprint "
+                    f"{now}, base {was}); its projection was fitted on that encoder's "
+                    "embeddings: use the base run's encoder settings or run the pipeline"
+                )
             # Only new and changed texts are embedded, as a layer over the base's table.
             layered = tables.has_table(spark, base, "item_embeddings")
             report["embed"] = embed_items.run(

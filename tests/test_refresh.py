@@ -218,6 +218,13 @@ def test_a_retried_refresh_starts_again_from_the_same_base(spark, refreshed):
     )
 
 
+def test_a_refresh_with_another_encoder_than_its_base_is_refused(refreshed, capsys):
+    argv = ["refresh", "--config", refreshed["conf"], "--run-id", "other_encoder"]
+    assert cli.main([*argv, "--set", "encoder.max_length=16"]) == 2
+    # The base is the newest published run: the refresh "daily", whose embed recorded it.
+    assert "encoder.* differs from base run daily's" in capsys.readouterr().err
+
+
 def test_refreshed_interactions_and_embeddings_are_layers_read_whole(spark, refreshed):
     root, delta = refreshed["root"], refreshed["delta"]
     layer = spark.read.parquet(str(root / "runs" / "daily" / "interactions")).toPandas()
