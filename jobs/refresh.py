@@ -344,6 +344,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             )
             .filter(F.col(TEXT_HASH).isNotNull() & ~F.col(TEXT_HASH).eqNullSafe(F.col("_old")))
             .select(C.ITEM_IDX)
+            .localCheckpoint()
         )
         if tables.has_table(spark, base, "item_vectors"):
             vectors = read("item_vectors")
@@ -403,11 +404,6 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         n_changed_users = changed_users.count()
         changed_users = small(changed_users, n_changed_users)
         trained_items = vectors.filter(F.col(C.SOURCE) != "projected")
-        old_user_vectors = read("user_factors").select(C.USER_IDX, C.FACTORS)
-        if tables.has_table(spark, base, "fold_in_factors"):
-            old_user_vectors = old_user_vectors.unionByName(
-                read("fold_in_factors").select(C.USER_IDX, C.FACTORS)
-            )
         folded_users = fold_in_users(
             history.join(changed_users, C.USER_IDX),
             vectors,
@@ -418,13 +414,24 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             alpha=cfg.wals.alpha,
             method=cfg.recommend.fold_in if cfg.recommend.fold_in != "none" else "solve",
         )
-        user_vectors = (
-            old_user_vectors.join(changed_users, C.USER_IDX, "left_anti")
-            .unionByName(folded_users)
-            .join(users, C.USER_IDX)
-        )
-        report["rows"]["user_factors"] = tables.write_table(
-            spark, run_, "user_factors", user_vectors
+        # Written as a layer over the base's user_factors: the folded users, plus the users
+        # the base run folded in at recommend time (its fold_in_factors table, which a
+        # refresh run does not have).
+        changed_vectors = folded_users
+        if tables.has_table(spark, base, "fold_in_factors"):
+            changed_vectors = (
+                read("fold_in_factors")
+                .select(C.USER_IDX, C.FACTORS)
+                .join(changed_users, C.USER_IDX, "left_anti")
+                .unionByName(folded_users)
+            )
+        report["rows"]["user_factors"], _ = tables.write_layer(
+            spark,
+            run_,
+            "user_factors",
+            changed_vectors.join(users, C.USER_IDX),
+            base,
+            [C.USER_IDX],
         )
         user_vectors = tables.read_table(spark, run_, "user_factors")
         gained = items_to_solve(
@@ -495,7 +502,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             solved_items=n_solved_items,
             changed_items=changed_items.count(),
             rescored_users=n_rescored,
-            kept_users=report["rows"]["user_factors"] - n_rescored,
+            kept_users=scorable.count() - n_rescored,
         )
         lap("rescore")
         report["seconds_by_step"] = steps

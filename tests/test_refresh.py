@@ -225,7 +225,7 @@ def test_a_refresh_with_another_encoder_than_its_base_is_refused(refreshed, caps
     assert "encoder.* differs from base run daily's" in capsys.readouterr().err
 
 
-def test_refreshed_interactions_and_embeddings_are_layers_read_whole(spark, refreshed):
+def test_refreshed_interactions_embeddings_and_user_factors_are_layers_read_whole(spark, refreshed):
     root, delta = refreshed["root"], refreshed["delta"]
     layer = spark.read.parquet(str(root / "runs" / "daily" / "interactions")).toPandas()
     assert len(layer) == len(delta)  # the four pairs the delta touched, nothing else
@@ -250,6 +250,17 @@ def test_refreshed_interactions_and_embeddings_are_layers_read_whole(spark, refr
     assert sorted(after.index) == sorted([*before.index, *layer[C.ITEM_ID]])
     for item in before.index[:10]:
         np.testing.assert_array_equal(after.loc[item, "embedding"], before.loc[item, "embedding"])
+    # User factors: the layer holds the delta's users and the users the base run folded in
+    # at recommend time; read whole, every user with a vector is there once.
+    layer = spark.read.parquet(str(root / "runs" / "daily" / "user_factors")).toPandas()
+    folded = set()
+    if (root / "runs" / "base" / "fold_in_factors").exists():
+        folded = set(read(spark, root, "fold_in_factors", run="base").toPandas()[C.USER_IDX])
+    assert set(layer[C.USER_IDX]) == set(users[delta.user_id.unique()]) | folded
+    trained = set(read(spark, root, "user_factors", run="base").toPandas()[C.USER_IDX])
+    got = read(spark, root, "user_factors").toPandas()
+    assert not got[C.USER_IDX].duplicated().any()
+    assert set(got[C.USER_IDX]) == trained | set(layer[C.USER_IDX])
 
 
 def test_layers_chain_compact_and_keep_their_bases_from_pruning(spark, tmp_path, monkeypatch):
