@@ -105,8 +105,8 @@ def run(
     spec = encoder_spec(cfg.encoder)
     with tables.stage(spark, run_, "embed", cfg) as report:
         items = tables.read_table(spark, run_, "items")
-        if only is not None:
-            items = items.join(only.select(C.ITEM_IDX), C.ITEM_IDX, "left_semi")
+        if only is not None:  # kept: the stage reads these items four times
+            items = items.join(only.select(C.ITEM_IDX), C.ITEM_IDX, "left_semi").localCheckpoint()
         stats = items.agg(
             F.count(F.lit(1)).alias("items"),
             F.count(TEXT).alias("with_text"),
@@ -114,7 +114,10 @@ def run(
         ).first()
         fingerprint = encoder_fingerprint(spec)
         cache = cache_path(cfg, run_)
-        todo = texts_to_encode(items, cached_vectors(spark, cache, fingerprint))
+        # A refresh looks up only its items' hashes, not the whole cache.
+        with_text = items.filter(F.col(TEXT).isNotNull())
+        hashes = None if only is None else with_text
+        todo = texts_to_encode(items, cached_vectors(spark, cache, fingerprint, hashes=hashes))
         n_todo = todo.count()
         if n_todo:
             fresh = encode(todo, spec, n_todo, cfg.encoder.arrow_batch_size).select(
@@ -125,10 +128,7 @@ def run(
                 F.lit(fingerprint).alias(FINGERPRINT),
             )
             fresh.write.mode("append").partitionBy(FINGERPRINT).parquet(cache)
-        with_text = items.filter(F.col(TEXT).isNotNull())
-        vectors = cached_vectors(
-            spark, cache, fingerprint, hashes=None if only is None else with_text
-        )
+        vectors = cached_vectors(spark, cache, fingerprint, hashes=hashes)
         if vectors is None:  # nothing to embed and nothing cached yet
             vectors = spark.createDataFrame([], f"{TEXT_HASH} string, {EMBEDDING} array<float>")
         embeddings = with_text.join(vectors, TEXT_HASH).select(
