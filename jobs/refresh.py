@@ -80,21 +80,34 @@ def base_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> tab
 def extend_index(
     known: DataFrame, ids: DataFrame, *, id_col: str, idx_col: str, what: str
 ) -> tuple[DataFrame, int]:
-    """``(id, idx)`` of ``known`` plus the new ids of ``ids`` numbered after the largest
-    known index, in id order; and how many were new (with none, ``known`` is returned as it
-    is and nothing is numbered)."""
+    """``(id, idx)`` of the ids of ``ids`` that ``known`` lacks, numbered after its largest
+    index in id order (no rows when there are none); and how many they are."""
     new = ids.select(id_col).distinct().join(known.select(id_col), id_col, "left_anti")
     new = new.localCheckpoint()
     n_new = new.count()
     if n_new == 0:
-        return known.select(id_col, idx_col), 0
+        return known.select(id_col, idx_col).limit(0), 0
     start = known.agg(F.max(idx_col)).first()[0]
     start = -1 if start is None else int(start)
     numbered = assign_dense_index(
         new, id_col=id_col, idx_col=idx_col, what=what, max_ids=INT32_MAX - start - 1
     )
     numbered = numbered.select(id_col, (F.col(idx_col) + F.lit(start + 1)).alias(idx_col))
-    return known.select(id_col, idx_col).unionByName(numbered), n_new
+    return numbered, n_new
+
+
+def changed_item_rows(new_items: DataFrame, texts: DataFrame | None, old: DataFrame) -> DataFrame:
+    """The refresh's rows of the items table ``(item_id, item_idx, text, text_hash)``: the
+    new items (``new_items``, ``(item_id, item_idx)``), with their text from ``texts`` when
+    it has one, and the known items of ``old`` whose text in ``texts`` differs from theirs.
+    A catalog row without text never replaces a known text."""
+    no_text = [F.lit(None).cast("string").alias(c) for c in (TEXT, TEXT_HASH)]
+    if texts is None:
+        return new_items.select(C.ITEM_ID, C.ITEM_IDX, *no_text)
+    texts = texts.filter(F.col(TEXT_HASH).isNotNull()).select(C.ITEM_ID, TEXT, TEXT_HASH)
+    known = old.select(C.ITEM_ID, C.ITEM_IDX, F.col(TEXT_HASH).alias("_old"))
+    changed = texts.join(known, C.ITEM_ID).filter(~F.col(TEXT_HASH).eqNullSafe(F.col("_old")))
+    return new_items.join(texts, C.ITEM_ID, "left").unionByName(changed.drop("_old"))
 
 
 def typed_like(df: DataFrame, col: str, like: DataFrame, what: str) -> DataFrame:
@@ -281,24 +294,21 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             if texts is not None:  # a catalog without text_template adds ids only
                 texts = typed_like(texts, C.ITEM_ID, old_items, "data.items id")
             item_ids = item_ids.unionByName(catalog_ids)
-        users, n_new_users = extend_index(
+        new_users, n_new_users = extend_index(
             old_users, delta, id_col=C.USER_ID, idx_col=C.USER_IDX, what="users"
         )
-        item_index, n_new_items = extend_index(
+        new_items, n_new_items = extend_index(
             old_items, item_ids, id_col=C.ITEM_ID, idx_col=C.ITEM_IDX, what="items"
         )
-        items = item_index.join(old_items.select(C.ITEM_ID, TEXT, TEXT_HASH), C.ITEM_ID, "left")
-        if texts is not None:  # new or changed texts replace the old ones
-            items = (
-                items.join(
-                    texts.withColumnsRenamed({TEXT: "_t", TEXT_HASH: "_h"}), C.ITEM_ID, "left"
-                )
-                .withColumn(TEXT, F.coalesce("_t", TEXT))
-                .withColumn(TEXT_HASH, F.coalesce("_h", TEXT_HASH))
-                .drop("_t", "_h")
-            )
-        report["rows"]["users"] = tables.write_table(spark, run_, "users", users)
-        report["rows"]["items"] = tables.write_table(spark, run_, "items", items)
+        n_items = old_items.count() + n_new_items
+        # users and items are layers too: the new ids, and the known items whose text changed.
+        item_rows = changed_item_rows(new_items, texts, old_items).localCheckpoint()
+        report["rows"]["users"], _ = tables.write_layer(
+            spark, run_, "users", new_users, base, [C.USER_IDX]
+        )
+        report["rows"]["items"], _ = tables.write_layer(
+            spark, run_, "items", item_rows, base, [C.ITEM_IDX]
+        )
         users, items = (
             tables.read_table(spark, run_, "users"),
             tables.read_table(spark, run_, "items"),
@@ -307,7 +317,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         new_rows = (
             small(delta, n_pairs)
             .join(users, C.USER_ID)
-            .join(small(items.select(C.ITEM_ID, C.ITEM_IDX), report["rows"]["items"]), C.ITEM_ID)
+            .join(small(items.select(C.ITEM_ID, C.ITEM_IDX), n_items), C.ITEM_ID)
             .localCheckpoint()
         )
         # Only the merged and new pairs are written, as a layer over the base's table.
@@ -338,14 +348,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
         lap("ids_and_interactions")
         # 2. item vectors before the fold-in: the base run's, plus projected new texts
-        changed_text = (
-            items.join(
-                old_items.select(C.ITEM_ID, F.col(TEXT_HASH).alias("_old")), C.ITEM_ID, "left"
-            )
-            .filter(F.col(TEXT_HASH).isNotNull() & ~F.col(TEXT_HASH).eqNullSafe(F.col("_old")))
-            .select(C.ITEM_IDX)
-            .localCheckpoint()
-        )
+        changed_text = item_rows.filter(F.col(TEXT_HASH).isNotNull()).select(C.ITEM_IDX)
         if tables.has_table(spark, base, "item_vectors"):
             vectors = read("item_vectors")
         else:
@@ -477,7 +480,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             old_recs,
             seen,
             cfg,
-            n_items=report["rows"]["items"],
+            n_items=n_items,
         ).localCheckpoint()
         n_rescored = todo.count()
         todo = small(todo, n_rescored)

@@ -250,6 +250,16 @@ def test_refreshed_interactions_embeddings_and_user_factors_are_layers_read_whol
     assert sorted(after.index) == sorted([*before.index, *layer[C.ITEM_ID]])
     for item in before.index[:10]:
         np.testing.assert_array_equal(after.loc[item, "embedding"], before.loc[item, "embedding"])
+    # users and items: the layers hold the new user and the three new items.
+    base_users = read(spark, root, "users", run="base").toPandas()
+    layer = spark.read.parquet(str(root / "runs" / "daily" / "users")).toPandas()
+    assert list(layer[C.USER_ID]) == ["u_new"]
+    assert layer[C.USER_IDX].tolist() == [base_users[C.USER_IDX].max() + 1]
+    assert sorted(users.index) == sorted([*base_users[C.USER_ID], "u_new"])
+    layer = spark.read.parquet(str(root / "runs" / "daily" / "items")).toPandas()
+    assert sorted(layer[C.ITEM_ID]) == sorted(refreshed["new_items"].item_id)
+    assert layer["text"].notna().all()
+    assert len(items) == len(read(spark, root, "items", run="base").toPandas()) + 3
     # User factors: the layer holds the delta's users and the users the base run folded in
     # at recommend time; read whole, every user with a vector is there once.
     layer = spark.read.parquet(str(root / "runs" / "daily" / "user_factors")).toPandas()
@@ -261,6 +271,35 @@ def test_refreshed_interactions_embeddings_and_user_factors_are_layers_read_whol
     got = read(spark, root, "user_factors").toPandas()
     assert not got[C.USER_IDX].duplicated().any()
     assert set(got[C.USER_IDX]) == trained | set(layer[C.USER_IDX])
+
+
+def test_changed_item_rows_are_new_items_and_changed_texts(spark):
+    from jobs.refresh import changed_item_rows
+
+    schema = "item_id string, item_idx int, text string, text_hash string"
+    old = spark.createDataFrame(
+        [("a", 0, "old a", "ha"), ("b", 1, "same b", "hb"), ("c", 2, None, None),
+         ("d", 3, "d", "hd")],
+        schema,
+    )  # fmt: skip
+    new_items = spark.createDataFrame([("e", 4), ("f", 5)], "item_id string, item_idx int")
+    texts = spark.createDataFrame(
+        [("a", "new a", "ha2"), ("b", "same b", "hb"), ("c", "first c", "hc"), ("d", None, None),
+         ("e", "text e", "he")],
+        "item_id string, text string, text_hash string",
+    )  # fmt: skip
+
+    def rows(texts):
+        got = changed_item_rows(new_items, texts, old).collect()
+        return sorted((r.item_id, r.item_idx, r.text, r.text_hash) for r in got)
+
+    # a's text changed, c gained one, d's empty catalog text keeps its own, b is unchanged;
+    # both new items are rows, f without text.
+    assert rows(texts) == [
+        ("a", 0, "new a", "ha2"), ("c", 2, "first c", "hc"), ("e", 4, "text e", "he"),
+        ("f", 5, None, None),
+    ]  # fmt: skip
+    assert rows(None) == [("e", 4, None, None), ("f", 5, None, None)]
 
 
 def test_layers_chain_compact_and_keep_their_bases_from_pruning(spark, tmp_path, monkeypatch):
