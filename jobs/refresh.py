@@ -6,7 +6,9 @@
 1. ids: known users and items keep their indexes, new ones are numbered after them;
    interactions of a known (user, item) pair are merged into it (strengths summed). Only
    the merged and new pairs are written: the run's interactions table is a layer over the
-   base run's (``jobs.tables.write_layer``), compacted every MAX_LAYERS refreshes.
+   base run's (``jobs.tables.write_layer``), compacted every MAX_LAYERS refreshes; so are
+   its users and items tables (the new ids, and the items whose text changed) and, in
+   step 3, its user_factors (the folded-in users).
 2. text: new or changed item texts are embedded (the embedding cache keeps a text seen
    before from being encoded again; the run's item_embeddings table is a layer over the
    base's); items without interactions get the base run's projection W.
