@@ -100,20 +100,29 @@ def item_texts(data: Path, limit: int) -> list[str]:
     return list(dict.fromkeys(texts))[:limit]
 
 
+def ensure_data(size: float, args: argparse.Namespace) -> Path:
+    """The synthetic data of one size under ``--data``, generated when missing. The runner
+    calls it before starting the size's process, so the generator's heap never counts in
+    that process's driver memory."""
+    from synthetic_data import generate
+
+    data = Path(args.data) / label(size)
+    if not (data / "shape.json").exists():
+        generate(int(size), data, seed=args.seed)
+    return data
+
+
 def run_one(size: float, args: argparse.Namespace) -> dict:
     """Our stages and the baselines at one size (runs in its own process)."""
     import baselines
     from memory import PeakMemory
-    from synthetic_data import generate
 
     from jobs import pipeline, tables, train_wals
     from jobs.config import load_config
     from jobs.spark import build_session
 
     name = label(size)
-    data = Path(args.data) / name
-    if not (data / "shape.json").exists():
-        generate(int(size), data, seed=args.seed)
+    data = ensure_data(size, args)
     shape = json.loads((data / "shape.json").read_text())
     root = Path(args.data) / f"{name}-out"
     shutil.rmtree(root, ignore_errors=True)
@@ -226,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.report_only:
         for size in args.sizes:
+            ensure_data(size, args)
             subprocess.run(child_command(size, args), check=True)
     print(write_report(out))
     return 0
