@@ -225,7 +225,7 @@ def test_a_refresh_with_another_encoder_than_its_base_is_refused(refreshed, caps
     assert "encoder.* differs from base run daily's" in capsys.readouterr().err
 
 
-def test_refreshed_interactions_embeddings_and_user_factors_are_layers_read_whole(spark, refreshed):
+def test_refreshed_tables_are_layers_over_the_base_read_whole(spark, refreshed):
     root, delta = refreshed["root"], refreshed["delta"]
     layer = spark.read.parquet(str(root / "runs" / "daily" / "interactions")).toPandas()
     assert len(layer) == len(delta)  # the four pairs the delta touched, nothing else
