@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -50,8 +51,8 @@ from jobs.projection import project_embeddings
 from jobs.recommend import known_history, seen_items, top_k_lists, with_original_ids
 from jobs.spark import small
 from udfs.text_encoder import encoder_fingerprint
+from udfs.topk import reaching_pairs
 
-BEST_NEW = "best_new"
 KTH = "kth"
 MOVED = "moved"
 
@@ -214,48 +215,58 @@ def rescore_users(
 
     ``user_vectors`` is ``(user_idx, factors, user_id)``, ``item_vectors`` ``(item_idx,
     item_id, vector)``, ``old_recs`` the base run's lists as published ``(user_id, rank,
-    item_id, score)``: they are read by original id (a filter for the k-th scores, a
-    broadcast semi-join for the lists holding a changed item), never mapped row by row.
+    item_id, score)``: they are read by original id, once, for each user's k-th score and
+    whether the list holds a changed item; never mapped row by row.
 
-    When at least half of the items changed, every user is re-scored without first
-    checking who could be overtaken: that check is itself a scoring pass over the changed
-    items, so it would cost about as much as the re-score it saves. The check excludes only
-    the seen pairs of changed items (read by a broadcast semi-join when few), not every
-    seen pair."""
+    The changed items' vectors (fewer than half the catalog) are shipped with the tasks and
+    every other user's vector is scored against them in one pass
+    (:func:`udfs.topk.reaching_pairs`), which yields the pairs reaching the user's k-th
+    score; only those pairs are looked up among the seen ones (a seen item never enters a
+    list). When at
+    least half of the items changed, every user is re-scored without the check: it would
+    cost about as much as the re-score it saves."""
     k = cfg.recommend.k
     n_changed = changed_items.count()
     if n_changed * 2 >= n_items:
         return user_vectors.select(C.USER_IDX)
-    changed_items = small(changed_items, n_changed)
-    candidates = changed_items.join(item_vectors, C.ITEM_IDX)
-    # The k-th score is the list's row of rank k; a user without one has a shorter list.
-    kth = old_recs.filter(F.col(C.RANK) == k).select(C.USER_ID, F.col(C.SCORE).alias(KTH))
-    moved = (  # their list holds an item whose vector changed
-        old_recs.join(small(candidates.select(C.ITEM_ID), n_changed), C.ITEM_ID, "left_semi")
-        .select(C.USER_ID, F.lit(True).alias(MOVED))
-        .distinct()
+    changed = small(changed_items, n_changed).join(item_vectors, C.ITEM_IDX)
+    flagged = changed.select(C.ITEM_ID, F.lit(True).alias(MOVED))
+    # One read of the lists: each user's k-th score (none: a list shorter than k) and
+    # whether their list holds an item whose vector changed.
+    by_user = (
+        old_recs.join(small(flagged, n_changed), C.ITEM_ID, "left")
+        .filter((F.col(C.RANK) == k) | F.col(MOVED).isNotNull())
+        .groupBy(C.USER_ID)
+        .agg(
+            F.max(F.when(F.col(C.RANK) == k, F.col(C.SCORE))).alias(KTH),
+            F.max(MOVED).alias(MOVED),
+        )
     )
     # Users with new interactions are re-scored anyway: only the others are checked.
-    others = user_vectors.join(changed_users.select(C.USER_IDX), C.USER_IDX, "left_anti")
-    if seen is not None:
-        seen = seen.join(changed_items, C.ITEM_IDX, "left_semi")
-    best = top_k_lists(
-        others, candidates, seen, cfg.recommend, k=1, item_vector_col=C.VECTOR,
-        carry=C.USER_ID,
-    ).select(C.USER_ID, F.col(C.SCORE).alias(BEST_NEW))  # fmt: skip
-    todo = (
-        others.select(C.USER_IDX, C.USER_ID)
-        .join(kth, C.USER_ID, "left")
-        .join(best, C.USER_ID, "left")
-        .join(moved, C.USER_ID, "left")
-        .filter(
-            F.col(KTH).isNull()  # no list yet, or one shorter than k
-            | F.col(MOVED).isNotNull()
-            | (F.col(BEST_NEW).isNotNull() & (F.col(BEST_NEW) >= F.col(KTH)))
-        )
-        .select(C.USER_IDX)
+    others = (
+        user_vectors.join(changed_users.select(C.USER_IDX), C.USER_IDX, "left_anti")
+        .join(by_user, C.USER_ID, "left")
+        .localCheckpoint()
     )
-    return changed_users.unionByName(todo).distinct()
+    todo = others.filter(F.col(KTH).isNull() | F.col(MOVED).isNotNull()).select(C.USER_IDX)
+    rows = changed.select(C.ITEM_IDX, C.VECTOR).orderBy(C.ITEM_IDX).collect()
+    if rows:
+        rank = len(rows[0][C.VECTOR])
+        ids = np.array([r[C.ITEM_IDX] for r in rows], dtype=np.int32)
+        vectors = np.array([r[C.VECTOR] for r in rows], dtype=np.float32)
+        pairs = (
+            others.filter(F.col(KTH).isNotNull() & F.col(MOVED).isNull())
+            .select(C.USER_IDX, F.col(C.FACTORS).alias(C.VECTOR), KTH)
+            .mapInArrow(reaching_pairs(ids, vectors, rank), f"{C.USER_IDX} int, {C.ITEM_IDX} int")
+            .localCheckpoint()
+        )
+        n_pairs = pairs.count()
+        if seen is not None and n_pairs:
+            keys = [C.USER_IDX, C.ITEM_IDX]
+            seen_pairs = seen.join(small(pairs, n_pairs), keys, "left_semi")
+            pairs = pairs.join(seen_pairs, keys, "left_anti")
+        todo = todo.unionByName(pairs.select(C.USER_IDX))
+    return changed_users.select(C.USER_IDX).unionByName(todo).distinct()
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:

@@ -172,10 +172,12 @@ def test_everyone_is_rescored_when_half_the_items_changed(spark):
         [(f"u{u}", r, f"i{i}", 1.0) for u in range(6) for r, i in enumerate([0, 1], 1)], lists
     )
 
-    def rescored(changed: list[int], lists=old, changed_users=()) -> list[int]:
+    def rescored(changed: list[int], lists=old, changed_users=(), seen=None) -> list[int]:
         changed_items = spark.createDataFrame([(i,) for i in changed], "item_idx int")
         moved = spark.createDataFrame([(u,) for u in changed_users], "user_idx int")
-        todo = rescore_users(users, items, changed_items, moved, lists, None, cfg, n_items=4)
+        if seen is not None:
+            seen = spark.createDataFrame(seen, "user_idx int, item_idx int")
+        todo = rescore_users(users, items, changed_items, moved, lists, seen, cfg, n_items=4)
         return sorted(r.user_idx for r in todo.collect())
 
     assert rescored([2, 3]) == list(range(6))  # half the catalog: no check, everyone
@@ -195,6 +197,9 @@ def test_everyone_is_rescored_when_half_the_items_changed(spark):
         [(f"u{u}", r, f"i{i}", 4.5) for u in range(6) for r, i in enumerate([0, 1], 1)], lists
     )
     assert rescored([3], mid) == [2, 3, 4, 5]
+    # A seen item never enters a list: user 4 has seen item 3, so it cannot overtake theirs.
+    assert rescored([3], mid, seen=[(4, 3), (2, 0), (0, 3)]) == [2, 3, 5]
+    assert rescored([], mid) == []  # nothing changed, no list is short: nobody
 
 
 def test_a_retried_refresh_starts_again_from_the_same_base(spark, refreshed):

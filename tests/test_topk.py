@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from udfs.topk import ranks_within_rows, recommend_top_k, top_k_block
+from udfs.topk import reaching_pairs, ranks_within_rows, recommend_top_k, top_k_block
 
 
 def brute_force(users, items, k, seen):
@@ -51,6 +51,39 @@ def test_top_k_block_matches_brute_force_with_exclusion(monkeypatch):
     np.testing.assert_allclose(
         scores[rows == 0], np.sort((users[0] @ items.T)[expected[0]])[::-1], rtol=1e-5
     )
+
+
+def test_reaching_pairs_are_the_items_scoring_at_least_each_kth(monkeypatch):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(4)
+    users = rng.normal(size=(40, 6)).astype(np.float32)
+    items = rng.normal(size=(9, 6)).astype(np.float32)
+    ids = np.arange(100, 109, dtype=np.int32)  # item indexes are not positions
+    scores = users @ items.T
+    ordered = np.sort(scores, axis=1)
+    kth = (ordered[:, -3] + ordered[:, -4]) / 2  # between each user's 3rd and 4th best
+    kth[:5] = np.inf  # nothing reaches these
+    monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", 9 * 7)  # several chunks per batch
+    run = reaching_pairs(ids, items, rank=items.shape[1])
+    batches = [
+        pa.RecordBatch.from_pydict(
+            {
+                "user_idx": pa.array(np.arange(lo, hi, dtype=np.int32) + 1000),
+                "vector": pa.array([u.tolist() for u in users[lo:hi]], pa.list_(pa.float32())),
+                "kth": pa.array(kth[lo:hi], pa.float32()),
+            }
+        )
+        for lo, hi in [(0, 25), (25, 40)]
+    ]
+    got = sorted(
+        (int(u), int(i))
+        for b in run(iter(batches))
+        for u, i in zip(b.column("user_idx").to_pylist(), b.column("item_idx").to_pylist())
+    )
+    want = sorted((1000 + u, 100 + i) for u, i in zip(*np.nonzero(scores >= kth[:, None])))
+    assert got == want
+    assert len(want) == 3 * 35
 
 
 def test_ties_are_broken_by_item_index():
