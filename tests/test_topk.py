@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from udfs.topk import reaching_pairs, ranks_within_rows, recommend_top_k, top_k_block
+from udfs.topk import ranks_within_rows, reaching_pairs, recommend_top_k, top_k_block
 
 
 def brute_force(users, items, k, seen):
@@ -76,12 +76,16 @@ def test_reaching_pairs_are_the_items_scoring_at_least_each_kth(monkeypatch):
         )
         for lo, hi in [(0, 25), (25, 40)]
     ]
+    out = [b for b in run(iter(batches))]
     got = sorted(
-        (int(u), int(i))
-        for b in run(iter(batches))
-        for u, i in zip(b.column("user_idx").to_pylist(), b.column("item_idx").to_pylist())
+        zip(
+            np.concatenate([b.column("user_idx").to_numpy() for b in out]).tolist(),
+            np.concatenate([b.column("item_idx").to_numpy() for b in out]).tolist(),
+            strict=True,
+        )
     )
-    want = sorted((1000 + u, 100 + i) for u, i in zip(*np.nonzero(scores >= kth[:, None])))
+    rows, cols = np.nonzero(scores >= kth[:, None])
+    want = sorted(zip((rows + 1000).tolist(), (cols + 100).tolist(), strict=True))
     assert got == want
     assert len(want) == 3 * 35
 
