@@ -455,9 +455,15 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         ).localCheckpoint()
         n_solved_items = gained.count()
         gained = small(gained, n_solved_items)
+        # The item step ships only the vectors of the users its history names (YᵀY is still
+        # summed over every user).
+        item_history = history.join(gained, C.ITEM_IDX).localCheckpoint()
+        n_item_history = item_history.count()
+        their_users = small(item_history.select(C.USER_IDX).distinct(), n_item_history)
         folded_items = fold_in_users(
-            history.join(gained, C.ITEM_IDX),
-            user_vectors,
+            item_history,
+            user_vectors.join(their_users, C.USER_IDX, "left_semi"),
+            gram_items=user_vectors,
             vector_col=C.FACTORS,
             rank=cfg.wals.rank,
             reg=cfg.wals.reg,
