@@ -55,6 +55,9 @@ from udfs.topk import reaching_pairs
 
 KTH = "kth"
 MOVED = "moved"
+# The changed items' vectors are broadcast for the re-score check up to this many floats
+# (64 MB); past it so many items changed that every user is re-scored.
+MAX_CHECK_FLOATS = 1 << 24
 
 
 def base_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> tables.Run:
@@ -218,16 +221,15 @@ def rescore_users(
     item_id, score)``: they are read by original id, once, for each user's k-th score and
     whether the list holds a changed item; never mapped row by row.
 
-    The changed items' vectors (fewer than half the catalog) are shipped with the tasks and
-    every other user's vector is scored against them in one pass
-    (:func:`udfs.topk.reaching_pairs`), which yields the pairs reaching the user's k-th
-    score; only those pairs are looked up among the seen ones (a seen item never enters a
-    list). When at
-    least half of the items changed, every user is re-scored without the check: it would
-    cost about as much as the re-score it saves."""
+    The changed items' vectors are broadcast and every other user's vector is scored
+    against them in one pass (:func:`udfs.topk.reaching_pairs`), which yields the pairs
+    reaching the user's k-th score; only those pairs are looked up among the seen ones (a
+    seen item never enters a list). When at least half of the items changed, every user is
+    re-scored without the check: it would cost about as much as the re-score it saves; so
+    is everyone when the changed vectors are more than MAX_CHECK_FLOATS floats."""
     k = cfg.recommend.k
     n_changed = changed_items.count()
-    if n_changed * 2 >= n_items:
+    if n_changed * 2 >= n_items or n_changed * cfg.wals.rank > MAX_CHECK_FLOATS:
         return user_vectors.select(C.USER_IDX)
     changed = small(changed_items, n_changed).join(item_vectors, C.ITEM_IDX)
     flagged = changed.select(C.ITEM_ID, F.lit(True).alias(MOVED))
@@ -249,15 +251,16 @@ def rescore_users(
         .localCheckpoint()
     )
     todo = others.filter(F.col(KTH).isNull() | F.col(MOVED).isNotNull()).select(C.USER_IDX)
-    rows = changed.select(C.ITEM_IDX, C.VECTOR).orderBy(C.ITEM_IDX).collect()
-    if rows:
-        rank = len(rows[0][C.VECTOR])
-        ids = np.array([r[C.ITEM_IDX] for r in rows], dtype=np.int32)
-        vectors = np.array([r[C.VECTOR] for r in rows], dtype=np.float32)
+    table = changed.select(C.ITEM_IDX, C.VECTOR).orderBy(C.ITEM_IDX).toArrow()
+    if table.num_rows:
+        ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int32)
+        flat = table.column(C.VECTOR).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = flat.astype(np.float32).reshape(table.num_rows, -1)
+        shipped = others.sparkSession.sparkContext.broadcast((ids, vectors))
         pairs = (
             others.filter(F.col(KTH).isNotNull() & F.col(MOVED).isNull())
             .select(C.USER_IDX, F.col(C.FACTORS).alias(C.VECTOR), KTH)
-            .mapInArrow(reaching_pairs(ids, vectors, rank), f"{C.USER_IDX} int, {C.ITEM_IDX} int")
+            .mapInArrow(reaching_pairs(shipped), f"{C.USER_IDX} int, {C.ITEM_IDX} int")
             .localCheckpoint()
         )
         n_pairs = pairs.count()

@@ -65,7 +65,7 @@ def test_reaching_pairs_are_the_items_scoring_at_least_each_kth(monkeypatch):
     kth = (ordered[:, -3] + ordered[:, -4]) / 2  # between each user's 3rd and 4th best
     kth[:5] = np.inf  # nothing reaches these
     monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", 9 * 7)  # several chunks per batch
-    run = reaching_pairs(ids, items, rank=items.shape[1])
+    run = reaching_pairs((ids, items))
     batches = [
         pa.RecordBatch.from_pydict(
             {

@@ -257,18 +257,18 @@ def score_block_pairs(k: int, rank: int, carry: str | None = None):
     return run
 
 
-def reaching_pairs(item_ids: np.ndarray, item_vectors: np.ndarray, rank: int):
+def reaching_pairs(items):
     """mapInArrow body: rows ``(user_idx, vector, kth)`` → ``(user_idx, item_idx)`` for every
-    item of ``item_vectors`` (a few rows, shipped with the task) that scores at least the
-    row's ``kth`` — the items that would enter a list whose k-th score is ``kth``. Users are
-    scored in chunks of at most MAX_SCORE_FLOATS scores; no per-row Python."""
+    item that scores at least the row's ``kth`` — the items that would enter a list whose
+    k-th score is ``kth``. ``items`` is ``(item indexes, item vectors)`` or a Spark broadcast
+    of it. Users are scored in chunks of at most MAX_SCORE_FLOATS scores; no per-row Python."""
     import pyarrow as pa
 
-    items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32).reshape(-1, rank).T)
-    item_ids = np.asarray(item_ids, dtype=np.int32)
-    chunk = max(1, MAX_SCORE_FLOATS // max(1, len(item_ids)))
-
     def run(batches):
+        item_ids, vectors = items.value if hasattr(items, "value") else items
+        rank = vectors.shape[1]
+        items_t = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).T)
+        chunk = max(1, MAX_SCORE_FLOATS // max(1, len(item_ids)))
         for batch in batches:
             if batch.num_rows == 0 or len(item_ids) == 0:
                 continue
