@@ -8,7 +8,8 @@
    the merged and new pairs are written: the run's interactions table is a layer over the
    base run's (``jobs.tables.write_layer``), compacted every MAX_LAYERS refreshes; so are
    its users and items tables (the new ids, and the items whose text changed) and, in
-   step 3, its user_factors (the folded-in users).
+   step 3, its user_factors (the folded-in users) and item_vectors (the projected and the
+   solved items).
 2. text: new or changed item texts are embedded (the embedding cache keeps a text seen
    before from being encoded again; the run's item_embeddings table is a layer over the
    base's); items without interactions get the base run's projection W.
@@ -474,17 +475,26 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             key=C.ITEM_IDX,
             other=C.USER_IDX,
         ).join(items.select(C.ITEM_IDX, C.ITEM_ID), C.ITEM_IDX)
-        item_vectors = vectors.join(gained, C.ITEM_IDX, "left_anti").unionByName(
-            folded_items.select(
-                C.ITEM_IDX,
-                C.ITEM_ID,
-                F.col(C.FACTORS).alias(C.VECTOR),
-                F.lit("wals").alias(C.SOURCE),
+        solved = folded_items.select(
+            C.ITEM_IDX, C.ITEM_ID, F.col(C.FACTORS).alias(C.VECTOR), F.lit("wals").alias(C.SOURCE)
+        )
+        if tables.has_table(spark, base, "item_vectors"):
+            # A layer over the base's: the projected and the solved items.
+            changed_vectors = (
+                vectors.join(to_project, C.ITEM_IDX, "left_semi")
+                .join(gained, C.ITEM_IDX, "left_anti")
+                .unionByName(solved)
             )
-        )
-        report["rows"]["item_vectors"] = tables.write_table(
-            spark, run_, "item_vectors", item_vectors
-        )
+            report["rows"]["item_vectors"], _ = tables.write_layer(
+                spark, run_, "item_vectors", changed_vectors, base, [C.ITEM_IDX]
+            )
+        else:  # a base scored from its WALS factors has no table to layer over
+            report["rows"]["item_vectors"] = tables.write_table(
+                spark,
+                run_,
+                "item_vectors",
+                vectors.join(gained, C.ITEM_IDX, "left_anti").unionByName(solved),
+            )
         item_vectors = tables.read_table(spark, run_, "item_vectors")
 
         lap("fold_in")

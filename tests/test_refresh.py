@@ -276,6 +276,13 @@ def test_refreshed_tables_are_layers_over_the_base_read_whole(spark, refreshed):
     got = read(spark, root, "user_factors").toPandas()
     assert not got[C.USER_IDX].duplicated().any()
     assert set(got[C.USER_IDX]) == trained | set(layer[C.USER_IDX])
+    # Item vectors: the layer holds the new items (two projected, one solved) and the two
+    # rare items that grew enough to be solved again; read whole, every item once.
+    layer = spark.read.parquet(str(root / "runs" / "daily" / "item_vectors")).toPandas()
+    assert sorted(layer[C.ITEM_ID]) == sorted([*refreshed["new_items"].item_id, *refreshed["rare"]])
+    got = read(spark, root, "item_vectors").toPandas()
+    assert not got[C.ITEM_ID].duplicated().any()
+    assert sorted(got[C.ITEM_ID]) == sorted(items.index)
 
 
 def test_changed_item_rows_are_new_items_and_changed_texts(spark):
