@@ -152,7 +152,7 @@ def test_items_to_solve_by_growth(spark):
     assert solved(0.0) == [0, 1, 2]
 
 
-def test_everyone_is_rescored_when_half_the_items_changed(spark):
+def test_rescore_users_follows_the_rule(spark, monkeypatch):
     from jobs.config import config_from_dict
     from jobs.refresh import rescore_users
 
@@ -200,6 +200,9 @@ def test_everyone_is_rescored_when_half_the_items_changed(spark):
     # A seen item never enters a list: user 4 has seen item 3, so it cannot overtake theirs.
     assert rescored([3], mid, seen=[(4, 3), (2, 0), (0, 3)]) == [2, 3, 5]
     assert rescored([], mid) == []  # nothing changed, no list is short: nobody
+    # Changed vectors past what the check broadcasts: everyone, without the check.
+    monkeypatch.setattr("jobs.refresh.MAX_CHECK_FLOATS", cfg.wals.rank - 1)
+    assert rescored([3], high) == list(range(6))
 
 
 def test_a_retried_refresh_starts_again_from_the_same_base(spark, refreshed):
