@@ -265,6 +265,7 @@ def rescore_users(
             .localCheckpoint()
         )
         n_pairs = pairs.count()
+        shipped.unpersist()
         if seen is not None and n_pairs:
             keys = [C.USER_IDX, C.ITEM_IDX]
             seen_pairs = seen.join(small(pairs, n_pairs), keys, "left_semi")

@@ -265,27 +265,27 @@ def reaching_pairs(items):
     import pyarrow as pa
 
     def run(batches):
-        item_ids, vectors = items.value if hasattr(items, "value") else items
-        rank = vectors.shape[1]
-        items_t = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).T)
+        item_ids, item_vectors = items.value if hasattr(items, "value") else items
+        rank = item_vectors.shape[1]
+        items_t = np.ascontiguousarray(np.asarray(item_vectors, dtype=np.float32).T)
         chunk = max(1, MAX_SCORE_FLOATS // max(1, len(item_ids)))
         for batch in batches:
             if batch.num_rows == 0 or len(item_ids) == 0:
                 continue
-            users = batch.column("user_idx").to_numpy(zero_copy_only=False)
+            user_idx = batch.column("user_idx").to_numpy(zero_copy_only=False)
             flat = batch.column("vector").flatten().to_numpy(zero_copy_only=False)
             if flat.size != batch.num_rows * rank:
                 raise ValueError(f"re-score check: user vectors are not all of length {rank}")
-            vectors = flat.astype(np.float32, copy=False).reshape(-1, rank)
+            user_vectors = flat.astype(np.float32, copy=False).reshape(-1, rank)
             kth = batch.column("kth").to_numpy(zero_copy_only=False).astype(np.float32)
             for start in range(0, batch.num_rows, chunk):
                 stop = start + chunk
-                hit = vectors[start:stop] @ items_t >= kth[start:stop, None]
+                hit = user_vectors[start:stop] @ items_t >= kth[start:stop, None]
                 rows, cols = np.nonzero(hit)
                 if rows.size:
                     yield pa.RecordBatch.from_arrays(
                         [
-                            pa.array(users[start:stop][rows], type=pa.int32()),
+                            pa.array(user_idx[start:stop][rows], type=pa.int32()),
                             pa.array(item_ids[cols], type=pa.int32()),
                         ],
                         names=["user_idx", "item_idx"],
