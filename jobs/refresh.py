@@ -232,7 +232,8 @@ def rescore_users(
     n_changed = changed_items.count()
     if n_changed * 2 >= n_items or n_changed * cfg.wals.rank > MAX_CHECK_FLOATS:
         return user_vectors.select(C.USER_IDX)
-    changed = small(changed_items, n_changed).join(item_vectors, C.ITEM_IDX)
+    # Read once: the lists' flags and the broadcast vectors both start here.
+    changed = small(changed_items, n_changed).join(item_vectors, C.ITEM_IDX).localCheckpoint()
     flagged = changed.select(C.ITEM_ID, F.lit(True).alias(MOVED))
     # One read of the lists: each user's k-th score (none: a list shorter than k) and
     # whether their list holds an item whose vector changed.
