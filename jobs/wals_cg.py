@@ -185,6 +185,17 @@ def cg_solver(reg: float, steps: int):
     return solve
 
 
+def cap_torch_threads() -> None:
+    """Torch threads follow the task's cores (spark.task.cpus), not the machine's."""
+    import torch
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    cpus = ctx.cpus() if ctx is not None else 1
+    if torch.get_num_threads() != cpus:
+        torch.set_num_threads(max(1, cpus))
+
+
 def solve_partition(n_fixed: int | None, rank: int, solve):
     """mapInArrow body of a half-step: rows ``(target, kind, keys, offsets, others, conf,
     vectors)`` for one or more target blocks (a rating block, its previous vectors, every
@@ -196,7 +207,7 @@ def solve_partition(n_fixed: int | None, rank: int, solve):
     ``n_fixed`` of None sizes the fixed table from the largest index the partition sees."""
     import pyarrow as pa
 
-    from udfs.topk import cap_torch_threads, list_values
+    from udfs.topk import list_values
 
     def run(batches):
         cap_torch_threads()

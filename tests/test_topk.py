@@ -145,8 +145,10 @@ def test_spark_blocks_match_brute_force(spark, exclude):
     udf = spark.createDataFrame(
         [(u, users[u].tolist()) for u in range(len(users))], "user_idx int, factors array<float>"
     )
+    # Items in no particular order: each block sorts its own by index.
+    order = np.random.default_rng(2).permutation(len(items))
     idf = spark.createDataFrame(
-        [(i, items[i].tolist()) for i in range(len(items))], "item_idx int, factors array<float>"
+        [(int(i), items[i].tolist()) for i in order], "item_idx int, factors array<float>"
     )
     sdf = spark.createDataFrame(
         [(u, sorted(s)) for u, s in seen.items()], "user_idx int, seen array<int>"
@@ -221,6 +223,19 @@ def test_spark_seen_pairs_and_carried_ids(spark):
     assert (top.user_id == "id" + top.user_idx.astype(str)).all()
     for u in range(len(users)):
         assert top[top.user_idx == u].sort_values("rank").item_idx.tolist() == expected[u]
+
+
+@pytest.mark.spark
+def test_spark_item_vector_of_another_length_is_named(spark):
+    users, items, _ = random_problem(seed=5, n_users=6, n_items=30, rank=4)
+    udf = spark.createDataFrame(
+        [(u, users[u].tolist()) for u in range(len(users))], "user_idx int, factors array<float>"
+    )
+    rows = [(i, items[i].tolist()) for i in range(len(items))]
+    rows[4] = (4, items[4].tolist() + [0.5])  # one item vector of length 5
+    idf = spark.createDataFrame(rows, "item_idx int, factors array<float>")
+    with pytest.raises(Exception, match="item vectors are not all of length 4"):
+        recommend_top_k(udf, idf, k=3).collect()
 
 
 def test_kernel_benchmark_checks_its_selection_and_writes_results(tmp_path):

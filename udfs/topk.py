@@ -1,18 +1,17 @@
 """Blocked top-k scoring: users × items by matrix products, never by a row cross join.
 
-The executor logic is :func:`top_k_block`, a plain numpy/torch function. The Spark side
+The executor logic is :func:`top_k_block`, a plain numpy function. The Spark side
 packs users and items into blocks (one row per block, vectors flattened), pairs every user
-block with every item block, scores each pair with one matmul and a ``torch.topk``, and
+block with every item block, scores each pair with one matmul and a selection of the
+candidates (no torch: the scoring's Python workers never pay for importing it), and
 merges the partial lists when there is more than one item block.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 TOP_K_SCHEMA = "user_idx int, item_idx int, score float, rank int"
-ITEM_BLOCK_SCHEMA = "item_block int, item_idx array<int>, vectors array<float>"
 
 # Scores of one user chunk against one item block stay under this many floats (8 MB): the
 # matmul writes them and the selection reads them while they are still in cache. Measured with
@@ -99,17 +98,15 @@ def _candidates(block: np.ndarray, kk: int, group: int):
     (kk groups each hold a score of at least ``t``), so only scores ``>= t`` in groups whose
     maximum reaches ``t`` are candidates — about kk groups per row instead of all columns.
     """
-    import torch
-
     n_rows, width = block.shape
     n_groups = width // group
     grouped = block.reshape(n_rows, n_groups, group)
-    group_max = torch.from_numpy(grouped).amax(dim=2)
+    group_max = grouped.max(axis=2)
     if n_groups >= kk:
-        bound = torch.topk(group_max, kk, dim=1, sorted=False).values.amin(dim=1).numpy()
+        bound = np.partition(group_max, n_groups - kk, axis=1)[:, n_groups - kk]
     else:  # fewer groups than places: every score is a candidate
         bound = np.full(n_rows, -np.inf, dtype=np.float32)
-    g_rows, g_cols = np.nonzero(group_max.numpy() >= bound[:, None])
+    g_rows, g_cols = np.nonzero(group_max >= bound[:, None])
     values = grouped[g_rows, g_cols]  # (candidate groups, group)
     keep = (values >= bound[g_rows, None]) & np.isfinite(values)
     cols = g_cols[:, None] * group + np.arange(group)
@@ -228,16 +225,18 @@ def score_block_pairs(k: int, rank: int, carry: str | None = None):
     import pyarrow as pa
 
     def run(batches):
-        cap_torch_threads()
         for batch in batches:
             cols = {name: batch.column(name) for name in batch.schema.names}
             for i in range(batch.num_rows):
                 user_idx = list_values(cols["user_idx"], i)
                 item_idx = list_values(cols["item_idx"], i)
+                item_vectors = list_values(cols["item_vectors"], i)
+                if item_vectors.size != item_idx.size * rank:
+                    raise ValueError(f"top-k: item vectors are not all of length {rank}")
                 rows, top_items, scores = top_k_block(
                     list_values(cols["user_vectors"], i).reshape(-1, rank),
                     item_idx,
-                    list_values(cols["item_vectors"], i).reshape(-1, rank),
+                    item_vectors.reshape(-1, rank),
                     k,
                     list_values(cols["seen_offsets"], i),
                     list_values(cols["seen_items"], i),
@@ -292,29 +291,6 @@ def reaching_pairs(items):
                     )
 
     return run
-
-
-def pack_item_block(pdf: pd.DataFrame, vector_col: str) -> pd.DataFrame:
-    pdf = pdf.sort_values("item_idx")
-    vectors = np.stack(pdf[vector_col].to_numpy()).astype(np.float32)
-    return pd.DataFrame(
-        {
-            "item_block": [int(pdf["item_block"].iloc[0])],
-            "item_idx": [pdf["item_idx"].to_numpy(dtype=np.int32)],
-            "vectors": [vectors.ravel()],
-        }
-    )
-
-
-def cap_torch_threads() -> None:
-    """Torch threads follow the task's cores (spark.task.cpus), not the machine's."""
-    import torch
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    cpus = ctx.cpus() if ctx is not None else 1
-    if torch.get_num_threads() != cpus:
-        torch.set_num_threads(max(1, cpus))
 
 
 # --- Spark wrapper ----------------------------------------------------------------------
@@ -389,14 +365,21 @@ def recommend_top_k(
     items = item_vectors.select("item_idx", F.col(item_vector_col).alias("vector"))
     items = items.withColumn("item_block", (F.col("item_idx") / items_per_block).cast("int"))
     n_item_blocks = (items.agg(F.max("item_block")).first()[0] or 0) + 1
-    item_blocks = items.groupBy("item_block").applyInPandas(
-        lambda pdf: pack_item_block(pdf, "vector"), ITEM_BLOCK_SCHEMA
+    # Packed in the JVM (no Python worker): each block's items sorted by index, their
+    # vectors concatenated in that order.
+    item_blocks = (
+        items.groupBy("item_block")
+        .agg(F.sort_array(F.collect_list(F.struct("item_idx", "vector"))).alias("items"))
+        .select(
+            F.col("items.item_idx").alias("item_idx"),
+            F.flatten(F.col("items.vector")).alias("vectors"),
+        )
     )
     # The item blocks are what is broadcast, never the user blocks.
     pairs = user_blocks.select(
         "user_idx", F.col("vectors").alias("user_vectors"), "seen_offsets", "seen_items", *extra
     ).crossJoin(F.broadcast(item_blocks.select("item_idx", F.col("vectors").alias("item_vectors"))))
-    out_schema = "user_idx int, item_idx int, score float, rank int"
+    out_schema = TOP_K_SCHEMA
     if carry:
         out_schema = f"{carry} {column_type(user_vectors, carry)}, " + out_schema
     partial = pairs.mapInArrow(score_block_pairs(k, rank, carry), out_schema)
