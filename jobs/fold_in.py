@@ -34,6 +34,7 @@ from jobs.wals_cg import (
     rating_blocks,
     routing_keys,
 )
+from udfs.topk import vector_rows
 
 METHODS = ("solve", "mean")
 
@@ -168,15 +169,11 @@ def vector_blocks(idx_col: str, vector_col: str, rank: int):
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            flat = batch.column(vector_col).flatten().to_numpy(zero_copy_only=False)
-            if flat.size != batch.num_rows * rank:
-                raise ValueError(
-                    f"fold-in: the vectors of {vector_col} are not all of length {rank}"
-                )
+            vectors = vector_rows(batch.column(vector_col), rank, f"fold-in: {vector_col} vectors")
             yield block_batch(
                 0,
                 keys=batch.column(idx_col).to_numpy(zero_copy_only=False).astype(np.int32),
-                vectors=flat.astype(np.float32),
+                vectors=vectors,
             )
 
     return run

@@ -368,7 +368,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         lap("ids_and_interactions")
         # 2. item vectors before the fold-in: the base run's, plus projected new texts
         changed_text = item_rows.filter(F.col(TEXT_HASH).isNotNull()).select(C.ITEM_IDX)
-        if tables.has_table(spark, base, "item_vectors"):
+        base_has_vectors = tables.has_table(spark, base, "item_vectors")
+        if base_has_vectors:
             vectors = read("item_vectors")
         else:
             vectors = read("item_factors").select(
@@ -480,22 +481,19 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         solved = folded_items.select(
             C.ITEM_IDX, C.ITEM_ID, F.col(C.FACTORS).alias(C.VECTOR), F.lit("wals").alias(C.SOURCE)
         )
-        if tables.has_table(spark, base, "item_vectors"):
-            # A layer over the base's: the projected and the solved items.
-            changed_vectors = (
-                vectors.join(to_project, C.ITEM_IDX, "left_semi")
-                .join(gained, C.ITEM_IDX, "left_anti")
-                .unionByName(solved)
-            )
+        # Over a base with item_vectors, a layer of the projected and the solved items; a
+        # base scored from its WALS factors has no table to layer over: the whole table.
+        kept = vectors.join(gained, C.ITEM_IDX, "left_anti")
+        if base_has_vectors:
+            kept = kept.join(to_project, C.ITEM_IDX, "left_semi")
+        changed_vectors = kept.unionByName(solved)
+        if base_has_vectors:
             report["rows"]["item_vectors"], _ = tables.write_layer(
                 spark, run_, "item_vectors", changed_vectors, base, [C.ITEM_IDX]
             )
-        else:  # a base scored from its WALS factors has no table to layer over
+        else:
             report["rows"]["item_vectors"] = tables.write_table(
-                spark,
-                run_,
-                "item_vectors",
-                vectors.join(gained, C.ITEM_IDX, "left_anti").unionByName(solved),
+                spark, run_, "item_vectors", changed_vectors
             )
         item_vectors = tables.read_table(spark, run_, "item_vectors")
 

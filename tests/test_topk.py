@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from udfs.topk import ranks_within_rows, reaching_pairs, recommend_top_k, top_k_block
+from udfs.topk import (
+    ranks_within_rows,
+    reaching_pairs,
+    recommend_top_k,
+    top_k_block,
+    user_block_count,
+    vector_rows,
+)
 
 
 def brute_force(users, items, k, seen):
@@ -136,6 +143,30 @@ def test_grouped_selection_is_exact_with_ties_and_exclusion(monkeypatch):
         ]
         assert len(top[rows == 7]) == min(k, 3)
         assert np.all(np.diff(scores[rows == 0]) <= 0)
+
+
+def test_vector_rows_checks_every_length():
+    import pyarrow as pa
+
+    good = pa.chunked_array([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0]]], pa.list_(pa.float32()))
+    np.testing.assert_array_equal(vector_rows(good, 2, "v"), [[1, 2], [3, 4], [5, 6]])
+    assert vector_rows(good.combine_chunks().slice(1), 2, "v").tolist() == [[3, 4], [5, 6]]
+    ragged = pa.array([[1.0, 2.0, 3.0], [4.0]], pa.list_(pa.float32()))  # total 2 × 2
+    with pytest.raises(ValueError, match="user vectors are not all of length 2"):
+        vector_rows(ragged, 2, "user vectors")
+    with pytest.raises(ValueError, match="not all of length 2"):
+        vector_rows(pa.array([[1.0, 2.0], None], pa.list_(pa.float32())), 2, "v")
+    assert vector_rows(pa.array([], pa.list_(pa.float32())), 2, "v").shape == (0, 2)
+
+
+def test_user_blocks_are_whole_waves_of_at_most_the_block_size():
+    for cores in (1, 2, 3, 8):
+        for n_users in (0, 1, 99, 100, 101, 250, 799, 800, 801, 12_345):
+            blocks = user_block_count(n_users, 100, cores)
+            assert blocks % cores == 0 and blocks >= cores
+            assert -(-n_users // blocks) <= 100  # no block over the size
+            fewer = blocks - cores  # the next smaller whole wave would overfill a block
+            assert fewer == 0 or -(-n_users // fewer) > 100
 
 
 @pytest.mark.spark
