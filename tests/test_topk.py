@@ -194,6 +194,41 @@ def test_spark_blocks_match_brute_force(spark, exclude):
         assert mine["rank"].tolist() == list(range(1, len(expected[u]) + 1))
 
 
+@pytest.mark.spark
+def test_spark_item_groups_are_ranked_apart(spark):
+    """With an item group column, each group is a catalog of its own: the lists of every
+    (user, group) equal a brute force over that group's vectors, seen items excluded, with
+    one item index in both groups under different vectors and several item blocks."""
+    users, items, seen = random_problem(seed=4, n_users=23, n_items=41)
+    other = np.random.default_rng(5).normal(size=items.shape).astype(np.float32)
+    udf = spark.createDataFrame(
+        [(u, users[u].tolist()) for u in range(len(users))], "user_idx int, factors array<float>"
+    )
+    rows = [(int(i), items[i].tolist(), 0) for i in range(len(items))]
+    rows += [(int(i), other[i].tolist(), 1) for i in range(0, len(items), 2)]
+    idf = spark.createDataFrame(rows, "item_idx int, factors array<float>, grp int")
+    sdf = spark.createDataFrame(
+        [(u, sorted(s)) for u, s in seen.items()], "user_idx int, seen array<int>"
+    )
+    top = recommend_top_k(
+        udf, idf, k=5, seen=sdf, items_per_block=9, item_group_col="grp"
+    ).toPandas()
+    assert list(top.columns) == ["grp", "user_idx", "item_idx", "score", "rank"]
+    evens = list(range(0, len(items), 2))
+    expected_other = brute_force(
+        users,
+        other[evens],
+        5,
+        {u: {evens.index(i) for i in s if i % 2 == 0} for u, s in seen.items()},
+    )
+    expected = brute_force(users, items, 5, seen)
+    for u in range(len(users)):
+        mine = top[(top.user_idx == u) & (top.grp == 0)].sort_values("rank")
+        assert mine.item_idx.tolist() == expected[u]
+        theirs = top[(top.user_idx == u) & (top.grp == 1)].sort_values("rank")
+        assert theirs.item_idx.tolist() == [evens[j] for j in expected_other[u]]
+
+
 def test_pack_user_rows_groups_vectors_and_seen_pairs():
     """One partition in any order → users sorted, vectors and carried ids aligned with them,
     each user's seen items sorted in CSR form; seen rows of a user without a vector and

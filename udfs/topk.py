@@ -236,9 +236,10 @@ def one_row_lists(**arrays) -> list:
     return columns
 
 
-def score_block_pairs(k: int, rank: int, carry: str | None = None):
+def score_block_pairs(k: int, rank: int, carry: str | None = None, group: str | None = None):
     """mapInArrow body: each input row is one (user block, item block) pair; the output is
-    ``([carry,] user_idx, item_idx, score, rank)``, ranks within the item block."""
+    ``([carry,] [group,] user_idx, item_idx, score, rank)``, ranks within the item block (the
+    block's ``group`` value copied onto its rows)."""
     import pyarrow as pa
 
     def run(batches):
@@ -265,6 +266,10 @@ def score_block_pairs(k: int, rank: int, carry: str | None = None):
                     pa.array(ranks_within_rows(rows), type=pa.int32()),
                 ]
                 names = ["user_idx", "item_idx", "score", "rank"]
+                if group is not None:
+                    value = cols[group][i].as_py()
+                    arrays.insert(0, pa.array(np.full(len(rows), value, dtype=np.int32)))
+                    names.insert(0, group)
                 if carry is not None:
                     arrays.insert(0, cols[carry][i].values.take(pa.array(rows)))
                     names.insert(0, carry)
@@ -321,8 +326,10 @@ def recommend_top_k(
     users_per_block: int = 16384,
     items_per_block: int = 65536,
     carry: str | None = None,
+    item_group_col: str | None = None,
 ):
-    """Top-k per user over all items, computed on executors.
+    """Top-k per user over all items, computed on executors; with ``item_group_col``, top-k
+    per user and item group (one pass over the users for every group).
 
     Args:
         user_vectors: DataFrame ``(user_idx int, <user_vector_col> array<float>)``.
@@ -331,10 +338,13 @@ def recommend_top_k(
         seen: optional DataFrame of items to exclude, as pairs ``(user_idx, item_idx)`` or
             as lists ``(user_idx, seen array<int>)``.
         carry: a column of ``user_vectors`` (e.g. ``user_id``) copied onto each list row.
+        item_group_col: an int column of ``item_vectors``: the items of each value form a
+            catalog of their own, each user gets a list per group (an item index may appear
+            in several groups, with a different vector in each).
 
     Returns:
-        DataFrame ``([carry,] user_idx, item_idx, score, rank)``, rank 1..k per user, ordered
-        by score descending then item index ascending.
+        DataFrame ``([carry,] [item_group_col,] user_idx, item_idx, score, rank)``, rank 1..k
+        per user (and group), ordered by score descending then item index ascending.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -377,15 +387,19 @@ def recommend_top_k(
     user_blocks = users.repartition(n_user_blocks, "user_idx").mapInArrow(
         pack_user_rows(rank, carry), user_schema
     )
-    items = item_vectors.select("item_idx", F.col(item_vector_col).alias("vector"))
+    groups = [item_group_col] if item_group_col else []
+    items = item_vectors.select(
+        "item_idx", F.col(item_vector_col).alias("vector"), *[F.col(g).cast("int") for g in groups]
+    )
     items = items.withColumn("item_block", (F.col("item_idx") / items_per_block).cast("int"))
     n_item_blocks = (items.agg(F.max("item_block")).first()[0] or 0) + 1
     # Packed in the JVM (no Python worker): each block's items sorted by index, their
     # vectors concatenated in that order.
     item_blocks = (
-        items.groupBy("item_block")
+        items.groupBy(*groups, "item_block")
         .agg(F.sort_array(F.collect_list(F.struct("item_idx", "vector"))).alias("items"))
         .select(
+            *groups,
             F.col("items.item_idx").alias("item_idx"),
             F.flatten(F.col("items.vector")).alias("vectors"),
         )
@@ -393,19 +407,25 @@ def recommend_top_k(
     # The item blocks are what is broadcast, never the user blocks.
     pairs = user_blocks.select(
         "user_idx", F.col("vectors").alias("user_vectors"), "seen_offsets", "seen_items", *extra
-    ).crossJoin(F.broadcast(item_blocks.select("item_idx", F.col("vectors").alias("item_vectors"))))
+    ).crossJoin(
+        F.broadcast(item_blocks.select(*groups, "item_idx", F.col("vectors").alias("item_vectors")))
+    )
     out_schema = TOP_K_SCHEMA
+    if item_group_col:
+        out_schema = f"{item_group_col} int, " + out_schema
     if carry:
         out_schema = f"{carry} {column_type(user_vectors, carry)}, " + out_schema
-    partial = pairs.mapInArrow(score_block_pairs(k, rank, carry), out_schema)
+    partial = pairs.mapInArrow(score_block_pairs(k, rank, carry, item_group_col), out_schema)
     if n_item_blocks == 1:
         return partial
     # Merge the partial lists of each item block: explicit order, ties by item index.
-    order = Window.partitionBy("user_idx").orderBy(F.col("score").desc(), F.col("item_idx"))
+    order = Window.partitionBy("user_idx", *groups).orderBy(
+        F.col("score").desc(), F.col("item_idx")
+    )
     return (
         partial.withColumn("rank", F.row_number().over(order))
         .filter(F.col("rank") <= k)
-        .select(*extra, "user_idx", "item_idx", "score", F.col("rank").cast("int"))
+        .select(*extra, *groups, "user_idx", "item_idx", "score", F.col("rank").cast("int"))
     )
 
 
