@@ -126,6 +126,13 @@ class RecommendConfig:
     fold_in: Literal["solve", "mean", "none"] = "solve"
     users_per_block: int = 16384
     items_per_block: int = 65536
+    # How projected (cold) and WALS scores share one list: auto (chosen on validation, see
+    # jobs.score_merge), raw (dot products as they are) or standardize (each source on the
+    # user's own scale, cold scores shifted by cold_offset warm standard deviations).
+    merge: Literal["auto", "raw", "standardize"] = "auto"
+    cold_offset: float = 0.0
+    # Slots of every list reserved for the best cold items; unset: none, or what auto chose.
+    cold_slots: int | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,32 @@ class ProjectionConfig:
     holdout_fraction: float = 0.1
     blend_shrinkage: float = 0.0
     seed: int = 42
+    # The text → factor map: ridge, knn (softmax-weighted nearest warm items in embedding
+    # space), blend (their average, weights tried below) or auto (the best of all on
+    # pseudo-cold validation); λ, K and the temperature are chosen on validation too.
+    map: Literal["auto", "ridge", "knn", "blend"] = "auto"
+    knn_ks: tuple[int, ...] = (10, 30, 100)
+    knn_temperatures: tuple[float, ...] = (0.01, 0.03, 0.1)
+    blend_weights: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """How the text map and the score merge are chosen: a second WALS model is fitted on the
+    training rows minus a validation split carved from them (each user's ``split.fraction``,
+    and every row of a share of warm items held out as pseudo-cold); the test split is
+    never read."""
+
+    # The figure the choices maximise; K is cut to recommend.k when larger.
+    metric: str = "recall@20"
+    # Share of warm items held out as pseudo-cold; unset: the run's share of cold items,
+    # clipped to [0.05, 0.5].
+    pseudo_cold_fraction: float | None = None
+    # A merge other than raw is kept only when it beats raw by this relative margin.
+    min_gain: float = 0.01
+    # Validation users scored (a seeded sample when there are more).
+    max_users: int = 20000
+    seed: int = 7
 
 
 @dataclass(frozen=True)
@@ -218,6 +251,7 @@ class Config:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     refresh: RefreshConfig = field(default_factory=RefreshConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
@@ -329,6 +363,12 @@ def validate(cfg: Config) -> None:
     _require(r.k > 0, "recommend.k", "an integer > 0", r.k)
     _require(r.users_per_block > 0, "recommend.users_per_block", "an integer > 0")
     _require(r.items_per_block > 0, "recommend.items_per_block", "an integer > 0")
+    _require(
+        r.cold_slots is None or 0 <= r.cold_slots <= r.k,
+        "recommend.cold_slots",
+        f"unset or an integer from 0 to recommend.k={r.k}",
+        r.cold_slots,
+    )
     e = cfg.encoder
     _require(e.max_length > 0, "encoder.max_length", "an integer > 0", e.max_length)
     _require(e.batch_size > 0, "encoder.batch_size", "an integer > 0", e.batch_size)
@@ -349,6 +389,25 @@ def validate(cfg: Config) -> None:
     )
     _require(0 < pr.holdout_fraction < 1, "projection.holdout_fraction", "in (0, 1)")
     _require(pr.blend_shrinkage >= 0, "projection.blend_shrinkage", "a number >= 0 (0: off)")
+    _require(
+        len(pr.knn_ks) > 0 and all(k > 0 for k in pr.knn_ks),
+        "projection.knn_ks",
+        "a list of integers > 0",
+        pr.knn_ks,
+    )
+    _require(
+        len(pr.knn_temperatures) > 0 and all(t > 0 for t in pr.knn_temperatures),
+        "projection.knn_temperatures",
+        "a list of numbers > 0",
+        pr.knn_temperatures,
+    )
+    _require(
+        len(pr.blend_weights) > 0 and all(0 < w < 1 for w in pr.blend_weights),
+        "projection.blend_weights",
+        "a list of numbers in (0, 1) (the ridge share)",
+        pr.blend_weights,
+    )
+    _validate_validation(cfg.validation)
     _require(cfg.refresh.item_growth >= 0, "refresh.item_growth", "a number >= 0 (0: every item)")
     t = cfg.tune
     _require(t.trials > 0, "tune.trials", "an integer > 0", t.trials)
@@ -373,6 +432,26 @@ def validate(cfg: Config) -> None:
             f"evaluate.ks: largest cut-off {max(ks)} exceeds recommend.k={r.k}; "
             "raise recommend.k or lower evaluate.ks"
         )
+
+
+def metric_cut(metric: str) -> tuple[str, int] | None:
+    """``("recall", 20)`` for ``recall@20``; None when it is not a metric@K."""
+    name, _, cut = metric.partition("@")
+    return (name, int(cut)) if cut.isdigit() and int(cut) > 0 else None
+
+
+def _validate_validation(v: ValidationConfig) -> None:
+    parsed = metric_cut(v.metric)
+    _require(
+        parsed is not None and parsed[0] in ("recall", "ndcg"),
+        "validation.metric",
+        "recall@K or ndcg@K (K is cut to recommend.k when larger)",
+        v.metric,
+    )
+    f = v.pseudo_cold_fraction
+    _require(f is None or 0 < f < 1, "validation.pseudo_cold_fraction", "unset or in (0, 1)", f)
+    _require(v.min_gain >= 0, "validation.min_gain", "a number >= 0", v.min_gain)
+    _require(v.max_users > 0, "validation.max_users", "an integer > 0", v.max_users)
 
 
 def _validate_tracking(tr: TrackingConfig) -> None:

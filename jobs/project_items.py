@@ -1,10 +1,17 @@
 """Stage ``project``: map text embeddings into the WALS space; build ``item_vectors``.
 
-Warm items (at least ``projection.min_interactions`` training interactions) fit a ridge
-map ``[embedding, 1] → factors`` (:mod:`jobs.projection`). Then every item gets one vector:
+1. The text map (ridge, kNN or their blend, :mod:`jobs.cold_maps`) and the merge of
+   projected and WALS scores (:mod:`jobs.score_merge`) are chosen on a validation split
+   carved from the training rows (:mod:`jobs.cold_validation`), unless the config fixes
+   them; what was tried and chosen goes to the manifest.
+2. Warm items (at least ``projection.min_interactions`` training interactions) fit the map
+   to the run's factors (the ridge ``[embedding, 1] → factors`` by :mod:`jobs.projection`).
+   Then every item gets one vector:
 ``wals`` (its factors), ``blended`` (``w·v_wals + (1−w)·v_proj``, ``w = n / (n + s)``, when
 ``projection.blend_shrinkage`` s > 0) or ``projected`` (text but no training interactions).
 An item with neither is counted and left out.
+3. Each source's vector moments (``score_scale``), from which ``recommend`` puts the two
+   sources on each user's scale.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import columns as C
-from jobs import tables
+from jobs import storage, tables
+from jobs.cold_maps import TextMap, choose_map, map_vectors
+from jobs.cold_validation import build_validation
 from jobs.config import Config
 from jobs.errors import InputDataError
 from jobs.projection import (
@@ -26,6 +35,17 @@ from jobs.projection import (
     choose_lambda,
     project_embeddings,
     ridge_solutions,
+)
+from jobs.score_merge import (
+    COLD_SOURCE,
+    MIN_SCALE_ITEMS,
+    WARM_SOURCE,
+    Merge,
+    Moments,
+    configured_merge,
+    moments_frame,
+    validate_merge,
+    vector_moments,
 )
 from jobs.spark import in_canonical_order
 
@@ -89,6 +109,48 @@ def read_weights(spark: SparkSession, run: tables.Run) -> np.ndarray:
     return np.array([r["weights"] for r in rows], dtype=np.float32)
 
 
+def needs_validation(cfg: Config) -> bool:
+    """Whether anything is chosen on validation: a map other than a fixed ridge (whose λ is
+    then chosen by R²), or ``recommend.merge: auto``."""
+    return cfg.projection.map != "ridge" or cfg.recommend.merge == "auto"
+
+
+def choose_on_validation(
+    spark: SparkSession,
+    run: tables.Run,
+    cfg: Config,
+    interactions: DataFrame,
+    embeddings: DataFrame,
+    *,
+    n_cold: int,
+    n_items: int,
+    dim: int,
+) -> tuple[TextMap | None, Merge | None, Moments | None, dict[str, Any]]:
+    """The text map and the merge chosen on the validation split (:mod:`jobs.cold_validation`),
+    the pseudo-cold vectors' moments, and what was tried; ``None``s when validation has no
+    pseudo-cold pairs to rank."""
+    checkpoints = storage.join(run.root, "checkpoints", f"{run.run_id}-validation")
+    val = build_validation(interactions, cfg, checkpoints, n_cold=n_cold, n_items=n_items)
+    record: dict[str, Any] = {"counts": val.counts, "metric": cfg.validation.metric}
+    if not val.counts["pseudo_cold_items"] or not val.counts["scored_pairs"]:
+        record["skipped"] = "no pseudo-cold items or validation pairs to rank"
+        val.release()
+        return None, None, None, record
+    text_map, maps_tried, pseudo = choose_map(
+        val, embeddings, cfg.projection.min_interactions, cfg, dim
+    )
+    merge, merges_tried, cold_moments = validate_merge(val, pseudo, cfg)
+    record.update(
+        maps_tried=maps_tried,
+        map_chosen=text_map.label(),
+        merges_tried=merges_tried,
+        merge_chosen=merge.label(),
+    )
+    pseudo.unpersist()
+    val.release()
+    return text_map, merge, cold_moments, record
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     p = cfg.projection
@@ -126,42 +188,96 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 "projection: too few warm items with text to fit and check the projection; "
                 "lower projection.min_interactions"
             )
-        best, r2_by_lambda = choose_lambda(stats[FIT], stats[HELD_OUT], list(p.lambdas))
-        w_fit = ridge_solutions(stats[FIT], [best])[0]
+        best_r2, r2_by_lambda = choose_lambda(stats[FIT], stats[HELD_OUT], list(p.lambdas))
+        # 1. the map and the merge, chosen on validation (or fixed by the config)
+        cold_ids = embeddings.select(C.ITEM_IDX).join(factors, C.ITEM_IDX, "left_anti")
+        n_cold, n_items = cold_ids.count(), items.count()
+        text_map = TextMap("ridge", lam=best_r2)
+        merge = configured_merge(
+            cfg.recommend.merge, cfg.recommend.cold_offset, cfg.recommend.cold_slots
+        )
+        val_moments = None
+        if needs_validation(cfg):
+            chosen_map, chosen_merge, val_moments, report["validation"] = choose_on_validation(
+                spark, run_, cfg, interactions, embeddings.select(C.ITEM_IDX, EMBEDDING),
+                n_cold=n_cold, n_items=n_items, dim=dim,
+            )  # fmt: skip
+            text_map = chosen_map or text_map
+            merge = chosen_merge or merge
+        lam = text_map.lam if text_map.lam is not None else best_r2
+        w_fit = ridge_solutions(stats[FIT], [lam])[0]
         held = project_embeddings(
             warm.filter(F.col("fold") == HELD_OUT), w_fit, emb_col=EMBEDDING, out_col=PROJECTED
         )
         held_cosine = mean_cosine(held, PROJECTED, C.FACTORS)
-        w = ridge_solutions(stats[FIT] + stats[HELD_OUT], [best])[0]
-        warm.unpersist()
+        w = ridge_solutions(stats[FIT] + stats[HELD_OUT], [lam])[0]
+        # 2. every item's vector: the map for items without factors (ridge for the warm
+        # items' blend, projection.blend_shrinkage)
         projected = project_embeddings(embeddings, w, emb_col=EMBEDDING, out_col=PROJECTED)
+        if text_map.kind != "ridge":
+            neighbours = warm.select(C.ITEM_IDX, EMBEDDING, C.FACTORS)
+            cold_vectors = map_vectors(
+                text_map,
+                embeddings.join(cold_ids, C.ITEM_IDX).select(C.ITEM_IDX, EMBEDDING),
+                neighbours,
+                w,
+                items_per_block=cfg.recommend.items_per_block,
+            ).withColumnRenamed(C.VECTOR, PROJECTED)
+            projected = (
+                projected.join(cold_ids, C.ITEM_IDX, "left_anti")
+                .select(C.ITEM_IDX, PROJECTED)
+                .unionByName(cold_vectors)
+            )
         vectors = build_item_vectors(
             items, factors, projected, train_counts, blend_shrinkage=p.blend_shrinkage
         )
         report["rows"]["item_vectors"] = tables.write_table(spark, run_, "item_vectors", vectors)
+        warm.unpersist()
         # W itself, so a later refresh projects new items the same way without refitting.
         report["rows"]["projection"] = tables.write_table(
             spark, run_, "projection", weights_frame(spark, w)
         )
         written = tables.read_table(spark, run_, "item_vectors")
+        # 3. each source's moments: the per-user scales of the merge (kept for refresh)
+        scale = source_moments(written, val_moments)
+        if scale is not None:
+            report["rows"]["score_scale"] = tables.write_table(
+                spark, run_, "score_scale", moments_frame(spark, scale)
+            )
         by_source = {
             r[C.SOURCE]: int(r["count"]) for r in written.groupBy(C.SOURCE).count().collect()
         }
-        n_items = items.count()
         report["counts"] = {
             "by_source": by_source,
             "items_without_vector": n_items - sum(by_source.values()),
         }
         report["fit"] = {
-            "lambda": best,
+            "lambda": lam,
+            "lambda_by_r2": best_r2,
             "held_out_r2_by_lambda": {str(k): round(v, 4) for k, v in r2_by_lambda.items()},
-            "held_out_r2": round(r2_by_lambda[best], 4),
+            "held_out_r2": round(r2_by_lambda[lam], 4),
             "held_out_mean_cosine": round(held_cosine, 4),
             "warm_items_fit": stats[FIT].n,
             "warm_items_held_out": stats[HELD_OUT].n,
             "embedding_dim": dim,
         }
+        report["map"] = text_map.to_dict()
+        report["merge"] = merge.to_dict()
     return report
+
+
+def source_moments(item_vectors: DataFrame, val_cold: Moments | None) -> dict[str, Moments] | None:
+    """Moments of the warm vectors and of the cold (projected) ones; with fewer than
+    MIN_SCALE_ITEMS cold items, the validation's pseudo-cold moments stand for the cold side.
+    None when either side has none."""
+    is_cold = F.col(C.SOURCE) == "projected"
+    warm = vector_moments(item_vectors.filter(~is_cold), C.VECTOR)
+    cold = vector_moments(item_vectors.filter(is_cold), C.VECTOR)
+    if cold is None or cold.n < MIN_SCALE_ITEMS:
+        cold = val_cold or cold
+    if warm is None or cold is None:
+        return None
+    return {WARM_SOURCE: warm, COLD_SOURCE: cold}
 
 
 def main(argv: list[str] | None = None) -> int:

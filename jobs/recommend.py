@@ -1,6 +1,8 @@
 """Stage ``recommend``: per-user top-k over the item vectors, seen items excluded.
 
 Writes ``recommendations(user_id, rank, item_id, score)`` with original ids, rank from 1.
+Projected (cold) and WALS scores share the lists by the merge the project stage chose on
+validation, or the configured one (:mod:`jobs.score_merge`).
 Scoring runs on executors in :mod:`udfs.topk` (blocked matrix products, ``torch.topk``).
 Users with known history but no trained factors (held-out users, users who arrived after
 training) are folded in first (:mod:`jobs.fold_in`) and written to ``fold_in_factors``;
@@ -18,6 +20,7 @@ from jobs import columns as C
 from jobs import tables
 from jobs.config import Config, RecommendConfig
 from jobs.fold_in import fold_in_users
+from jobs.score_merge import Merge, configured_merge, merged_top_k, read_moments
 from udfs.topk import recommend_top_k
 
 
@@ -117,6 +120,52 @@ def needs_fold_in(spark: SparkSession, run: tables.Run, interactions: DataFrame)
     return not interactions.filter(F.col(C.SPLIT) == C.FOLD_IN).isEmpty()
 
 
+def run_merge(spark: SparkSession, run: tables.Run, cfg: Config) -> tuple[Merge, dict | None]:
+    """The merge ``recommend`` applies and the run's per-source moments: the one the
+    project stage chose on validation (``recommend.merge: auto``) or the configured one;
+    plain raw scores when the run has no ``score_scale`` table (nothing to standardize)."""
+    rc = cfg.recommend
+    if rc.merge == "auto":
+        chosen = tables.read_manifest(spark, run).get("stages", {}).get("project", {})
+        merge = Merge.from_dict(chosen["merge"]) if "merge" in chosen else Merge()
+    else:
+        merge = configured_merge(rc.merge, rc.cold_offset, rc.cold_slots)
+    project = tables.read_manifest(spark, run).get("stages", {}).get("project", {})
+    n_cold = project.get("counts", {}).get("by_source", {}).get("projected", 0)
+    if n_cold == 0:
+        return Merge(), None  # no cold item: one list over the WALS items
+    if not tables.has_table(spark, run, "score_scale"):
+        return Merge("raw", 0.0, merge.cold_slots), None
+    return merge, read_moments(tables.read_table(spark, run, "score_scale"))
+
+
+def scored_lists(
+    users: DataFrame,
+    item_vectors: DataFrame,
+    vector_col: str,
+    seen: DataFrame | None,
+    rc: RecommendConfig,
+    merge: Merge,
+    moments: dict | None,
+    *,
+    carry: str | None = C.USER_ID,
+) -> DataFrame:
+    """``([carry,] user_idx, item_idx, score, rank)``: one top-k over every item when the
+    merge is plain raw scores (or there is no source column), else the two sources merged
+    (:func:`jobs.score_merge.merged_top_k`)."""
+    if merge.is_plain or vector_col != C.VECTOR:
+        return top_k_lists(users, item_vectors, seen, rc, item_vector_col=vector_col, carry=carry)
+
+    def top_k(u: DataFrame, i: DataFrame, s: DataFrame | None, k: int) -> DataFrame:
+        return top_k_lists(u, i, s, rc, k=k, item_vector_col=C.VECTOR, carry=carry)
+
+    merged = merged_top_k(
+        users, item_vectors, seen, k=rc.k, merge=merge, moments=moments, top_k=top_k
+    )
+    extra = [carry] if carry else []
+    return merged.select(*extra, C.USER_IDX, C.ITEM_IDX, C.SCORE, C.RANK)
+
+
 def cold_flag() -> Column:
     """1.0 for a list row whose item has a projected (cold) vector, else 0.0."""
     return F.when(F.col(C.SOURCE) == "projected", 1.0).otherwise(0.0)
@@ -140,14 +189,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             scored = scored.unionByName(folded.select(C.USER_IDX, C.FACTORS, C.USER_ID))
         report["fold_in"] = cfg.recommend.fold_in
         seen = seen_items(interactions)
-        top = top_k_lists(
-            scored,
-            item_vectors,
-            seen,
-            cfg.recommend,
-            item_vector_col=vector_col,
-            carry=C.USER_ID,
-        )
+        merge, moments = run_merge(spark, run_, cfg)
+        top = scored_lists(scored, item_vectors, vector_col, seen, cfg.recommend, merge, moments)
+        report["merge"] = merge.to_dict()
         # Item ids (and sources) from the vectors table itself, by broadcast join; the
         # share of cold items is observed while the lists are written (no second pass).
         extra = [C.SOURCE] if vector_col == C.VECTOR else []

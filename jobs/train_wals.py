@@ -89,6 +89,17 @@ def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFr
     )
 
 
+def fit_factors(
+    train: DataFrame, w: WalsConfig, checkpoint_dir: str
+) -> tuple[DataFrame, DataFrame]:
+    """User and item factors ``(id, features)`` of ``train`` by the configured solver (no
+    model saved): what a validation model needs."""
+    if w.solver == "cg":
+        return fit_cg(train, w, checkpoint_dir)
+    model = fit_wals(train, w, checkpoint_dir)
+    return model.userFactors, model.itemFactors
+
+
 def factors_with_ids(factors: DataFrame, ids: DataFrame, *, idx_col: str, id_col: str) -> DataFrame:
     """ALSModel factors ``(id, features)`` as ``(idx, original id, factors)``."""
     return (
