@@ -22,8 +22,11 @@ $(VENV)/.airflow-installed: $(VENV)/.installed
 
 install-airflow: $(VENV)/.airflow-installed
 
+# TEXT_SIGNAL below 1 ties the demo's item text less to taste (make demo TEXT_SIGNAL=0.1).
+TEXT_SIGNAL ?= 1.0
+
 demo: install
-	$(BIN)/python -m jobs.synthetic --out demo-data
+	$(BIN)/python -m jobs.synthetic --out demo-data --text-signal $(TEXT_SIGNAL)
 	$(BIN)/wals-roberta pipeline --config conf/demo.yaml
 
 test: install

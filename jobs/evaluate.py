@@ -1,7 +1,8 @@
 """Stage ``evaluate``: ranking metrics of the run's lists on the held-out split, per segment
-(all, warm items, cold items, held-out users), against baselines scored on the same split.
-Writes ``metrics.json`` and the report (``report.md``, ``recall_at_k.svg``, see
-:mod:`jobs.report`) in the run directory and prints a table."""
+(all, warm items, cold items, held-out users), against baselines scored on the same split,
+with the share of list slots that hold cold items (``cold_share@K``). Writes ``metrics.json``
+and the report (``report.md``, ``recall_at_k.svg``, see :mod:`jobs.report`) in the run
+directory and prints a table per segment and a line on the cold items."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from jobs.config import Config, RecommendConfig
 from jobs.errors import ConfigError
 from jobs.metrics import format_table, ranking_metrics
 from jobs.recommend import known_history, seen_items, top_k_lists
-from jobs.report import write_report
+from jobs.report import cold_summary, write_report
 from jobs.train_wals import fit_wals
 
 RANDOM_DIM = 16
@@ -48,12 +49,26 @@ def lists_by_index(recs: DataFrame, users: DataFrame, items: DataFrame) -> DataF
 
 
 def evaluate_lists(
-    lists: dict[str, DataFrame], test: DataFrame, ks: tuple[int, ...], n_catalog_items: int
+    lists: dict[str, DataFrame],
+    test: DataFrame,
+    ks: tuple[int, ...],
+    n_catalog_items: int,
+    cold_items: DataFrame | None = None,
 ) -> dict[str, dict[str, float]]:
+    """:func:`~jobs.metrics.ranking_metrics` of every method's lists, in the given order."""
     return {
-        name: ranking_metrics(df, test, ks, n_catalog_items=n_catalog_items)
+        name: ranking_metrics(df, test, ks, n_catalog_items=n_catalog_items, cold_items=cold_items)
         for name, df in lists.items()
     }
+
+
+def cold_items_of(spark: SparkSession, run: tables.Run) -> DataFrame | None:
+    """``(item_idx)`` of the items with a projected vector (text, no training interactions);
+    ``None`` when the run has no ``item_vectors`` table."""
+    if not tables.has_table(spark, run, "item_vectors"):
+        return None
+    vectors = tables.read_table(spark, run, "item_vectors")
+    return vectors.filter(F.col(C.SOURCE) == "projected").select(C.ITEM_IDX)
 
 
 def random_lists(
@@ -196,11 +211,12 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     ks = tuple(sorted(cfg.evaluate.ks))
     with tables.stage(spark, run_, "evaluate", cfg) as report:
         results: dict[str, Any] = {}
+        cold = cold_items_of(spark, run_)
         for name, (universe, pairs, lists) in segment_lists(spark, run_, cfg, max(ks)).items():
             n_items = universe.count()
             if n_items == 0:
                 continue
-            methods = evaluate_lists(lists, pairs, ks, n_items)
+            methods = evaluate_lists(lists, pairs, ks, n_items, cold)
             model_name, *others = methods
             model = methods[model_name]
             results[name] = {
@@ -209,6 +225,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 "items": n_items,
                 "methods": methods,
             }
+            if name == "all":  # the catalog: how many of its items are cold
+                results[name]["cold_items"] = 0 if cold is None else cold.count()
             for other in others:
                 label = "trained_in_model" if other == "trained" else f"lift_over_{other}"
                 results[name][label] = {
@@ -220,7 +238,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 f"interactions, ranked over {n_items:,} items"
             )
             print(format_table(title, methods, ks), flush=True)
-        metrics = {
+        metrics: dict[str, Any] = {
             "protocol": {
                 "holdout": cfg.split.holdout,
                 "fraction": cfg.split.fraction,
@@ -231,6 +249,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             },
             "segments": results,
         }
+        summary = cold_summary(metrics)
+        if summary is not None:
+            print(summary, flush=True)
         storage.write_text(spark, run_.path(tables.METRICS), json.dumps(metrics, indent=2))
         manifest = tables.update_manifest(spark, run_, metrics=metrics)
         report["metrics_path"] = run_.path(tables.METRICS)

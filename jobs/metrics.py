@@ -8,6 +8,9 @@ For a user with relevant set R (held-out items) and list L ranked 1..k:
 - HitRate@K = 1 if hits@K > 0
 Each is averaged over users with at least one relevant item; a user without a list
 scores 0. Coverage@K = distinct items in the top K of the lists / catalog size.
+ColdShare@K = list slots at rank ≤ K holding a cold item / list slots at rank ≤ K, over the
+lists of the evaluated users together (a slot-weighted share, not a mean of per-user
+shares); 0 without cold items or without slots.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pyspark.sql import functions as F
 
 from jobs import columns as C
 
-METRICS = ("recall", "precision", "ndcg", "map", "hit_rate", "coverage")
+METRICS = ("recall", "precision", "ndcg", "map", "hit_rate", "coverage", "cold_share")
 
 
 def _idcg(n_relevant: F.Column, k: int) -> F.Column:
@@ -33,10 +36,21 @@ def ranking_metrics(
     ks: tuple[int, ...] | list[int],
     *,
     n_catalog_items: int,
-) -> dict[str, dict[str, float]]:
+    cold_items: DataFrame | None = None,
+) -> dict[str, float]:
     """Metrics for ``lists(user_idx, item_idx, rank)`` against ``relevant(user_idx, item_idx)``.
 
-    Returns ``{"recall@10": ..., ...}`` plus ``users`` (evaluated) and ``relevant`` (pairs).
+    Args:
+        lists: Ranked lists, rank from 1.
+        relevant: Held-out pairs; users with at least one are the evaluated users.
+        ks: Cut-offs K.
+        n_catalog_items: Size of the item universe the lists were ranked over (coverage).
+        cold_items: ``(item_idx)`` of the cold items (no training interactions), for
+            ``cold_share@K``; ``None`` means there are none.
+
+    Returns:
+        ``{"recall@10": ..., "cold_share@10": ..., ...}`` plus ``users`` (evaluated) and
+        ``relevant`` (pairs).
     """
     relevant = relevant.select(C.USER_IDX, C.ITEM_IDX).distinct()
     n_rel = relevant.groupBy(C.USER_IDX).agg(F.count(F.lit(1)).alias("n_rel"))
@@ -46,6 +60,13 @@ def ranking_metrics(
         .join(relevant.withColumn("hit", F.lit(1)), [C.USER_IDX, C.ITEM_IDX], "left")
         .withColumn("hit", F.coalesce(F.col("hit"), F.lit(0)))
     )
+    if cold_items is None:
+        marked = marked.withColumn("cold", F.lit(0))
+    else:
+        cold = cold_items.select(C.ITEM_IDX).distinct().withColumn("cold", F.lit(1))
+        marked = marked.join(cold, C.ITEM_IDX, "left").withColumn(
+            "cold", F.coalesce(F.col("cold"), F.lit(0))
+        )
     running = (
         Window.partitionBy(C.USER_IDX)
         .orderBy(C.RANK)
@@ -67,6 +88,8 @@ def ranking_metrics(
                     within & (F.col("hit") == 1), F.col("hits_so_far") / F.col(C.RANK)
                 ).otherwise(0.0)
             ).alias(f"ap_{k}"),
+            F.sum(F.when(within, 1).otherwise(0)).alias(f"slots_{k}"),
+            F.sum(F.when(within, F.col("cold")).otherwise(0)).alias(f"cold_{k}"),
         ]
     per_user = n_rel.join(
         marked.groupBy(C.USER_IDX).agg(*per_user_aggs), C.USER_IDX, "left"
@@ -81,6 +104,8 @@ def ranking_metrics(
             F.avg(F.col(f"dcg_{k}") / _idcg(F.col("n_rel"), k)).alias(f"ndcg@{k}"),
             F.avg(F.col(f"ap_{k}") / denom).alias(f"map@{k}"),
             F.avg(F.when(hits > 0, 1.0).otherwise(0.0)).alias(f"hit_rate@{k}"),
+            # No slots at all: null (ANSI mode refuses x / 0), 0.0 below.
+            F.try_divide(F.sum(f"cold_{k}"), F.sum(f"slots_{k}")).alias(f"cold_share@{k}"),
         ]
     means += [F.count(F.lit(1)).alias("users"), F.sum("n_rel").alias("relevant")]
     result = {key: float(v or 0.0) for key, v in per_user.agg(*means).first().asDict().items()}

@@ -1,6 +1,7 @@
 """The run report: ``report.md`` in the run directory with the metric tables of every segment
-beside their baselines, the stages' seconds and row counts, and ``recall_at_k.svg`` (Recall@K
-per segment, model solid, baselines dashed), drawn here from the numbers.
+beside their baselines (``cold_share@K`` among them), the stages' seconds and row counts, and
+``recall_at_k.svg`` (Recall@K per segment, model solid, baselines dashed, each legend entry
+with the method's cold share at the largest K), drawn here from the numbers.
 
 Both files go through the Hadoop file system (:mod:`jobs.storage`), so the report lands
 wherever the run lives (local, HDFS, S3, DBFS).
@@ -22,7 +23,7 @@ REPORT = "report.md"
 PLOT = "recall_at_k.svg"
 
 # Canvas and plot area of the SVG, in pixels; the legend sits right of the plot area.
-WIDTH, HEIGHT = 760, 420
+WIDTH, HEIGHT = 860, 420
 LEFT, TOP, RIGHT, BOTTOM = 70, 40, 520, 360
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 DASHES = ("6 4", "2 3", "9 3 2 3")  # one per baseline of a segment; the model is solid
@@ -39,6 +40,32 @@ def recall_series(metrics: Mapping[str, Any]) -> list[tuple[str, str, bool, list
     return series
 
 
+def cold_summary(metrics: Mapping[str, Any]) -> str | None:
+    """One line on the cold items of segment ``all``: their share of the catalog and of the
+    model's list slots at the largest K; ``None`` when the metrics do not hold them."""
+    result = metrics["segments"].get("all")
+    k = max(int(k) for k in metrics["protocol"]["ks"])
+    if result is None or "cold_items" not in result or not result.get("items"):
+        return None
+    model, values = next(iter(result["methods"].items()))
+    share = values.get(f"cold_share@{k}")
+    if share is None:
+        return None
+    n_cold, n_items = result["cold_items"], result["items"]
+    return (
+        f"cold items: {n_cold / n_items:.1%} of the catalog ({n_cold:,} of {n_items:,}), "
+        f"{float(share):.1%} of the list slots at K={k} (segment all, {model})"
+    )
+
+
+def legend_label(segment: str, method: str, values: Mapping[str, Any], k: int) -> str:
+    """``"all · wals"``, with ``" · cold 6.2% @20"`` when the method's cold share at ``k``
+    is known."""
+    share = values.get(f"cold_share@{k}")
+    suffix = "" if share is None else f" · cold {float(share):.1%} @{k}"
+    return f"{segment} · {method}{suffix}"
+
+
 def nice_ceiling(value: float) -> tuple[float, float]:
     """Top of the y axis and its tick step: 1, 2, 2.5 or 5 times a power of ten, so that
     about five ticks cover ``value``."""
@@ -52,7 +79,8 @@ def nice_ceiling(value: float) -> tuple[float, float]:
 
 def recall_svg(metrics: Mapping[str, Any]) -> str:
     """Recall@K curves as a standalone SVG document: one ``polyline`` per (segment, method)
-    with one point per K, axes with ticks, and a legend."""
+    with one point per K, axes with ticks, and a legend whose entries carry each method's
+    share of list slots holding cold items at the largest K (when the metrics have it)."""
     ks = [int(k) for k in metrics["protocol"]["ks"]]
     series = recall_series(metrics)
     top, step = nice_ceiling(max((v for *_, vals in series for v in vals), default=0.0))
@@ -103,7 +131,8 @@ def recall_svg(metrics: Mapping[str, Any]) -> str:
             dash = f' stroke-dasharray="{DASHES[n % len(DASHES)]}"'
         points = " ".join(f"{x(k):.1f},{y(v):.1f}" for k, v in zip(ks, values, strict=True))
         role = "model" if is_model else "baseline"
-        label = escape(f"{segment} · {method}")
+        values_at = metrics["segments"][segment]["methods"][method]
+        label = escape(legend_label(segment, method, values_at, max(ks)))
         out.append(
             f"<polyline data-segment={quoteattr(segment)} data-method={quoteattr(method)} "
             f'data-role="{role}" points="{points}" fill="none" stroke="{colour}" '
@@ -115,6 +144,13 @@ def recall_svg(metrics: Mapping[str, Any]) -> str:
             f'<text x="{RIGHT + 56}" y="{legend_y + 4}">{label}</text></g>'
         )
         legend_y += 18
+    if any(f"cold_share@{max(ks)}" in v for r in metrics["segments"].values()
+           for v in r["methods"].values()):  # fmt: skip
+        out.append(
+            f'<text class="note" x="{LEFT}" y="{HEIGHT - 6}" font-size="11">'
+            f"cold x% @{max(ks)}: share of the list slots at rank ≤ {max(ks)} "
+            "holding a cold item</text>"
+        )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -127,11 +163,12 @@ def segment_markdown(name: str, result: Mapping[str, Any], ks: list[int]) -> lis
     """One segment: its size, a table metric@K × method (model first), and the model's
     Recall@K relative to each baseline."""
     methods = list(result["methods"])
+    cold = f" ({result['cold_items']:,} of them cold)" if "cold_items" in result else ""
     lines = [
         f"## Segment `{name}`",
         "",
         f"{result['users']:,} users, {result['relevant']:,} held-out interactions, "
-        f"ranked over {result['items']:,} items. Model: `{methods[0]}`; baselines: "
+        f"ranked over {result['items']:,} items{cold}. Model: `{methods[0]}`; baselines: "
         + ", ".join(f"`{m}`" for m in methods[1:])
         + ".",
         "",
@@ -184,6 +221,9 @@ def report_markdown(
         f"![Recall@K per segment, model solid, baselines dashed]({plot})",
         "",
     ]
+    summary = cold_summary(metrics)
+    if summary is not None:
+        lines += [summary[0].upper() + summary[1:] + ".", ""]
     for name, result in metrics["segments"].items():
         lines += segment_markdown(name, result, ks)
     lines += stages_markdown(manifest)

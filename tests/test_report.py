@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
+from pyspark.sql import functions as F
 
 from jobs import evaluate, prepare, recommend, tables, train_wals
 from jobs.report import PLOT, REPORT, recall_svg, report_markdown
@@ -25,6 +26,7 @@ def metrics_dict() -> dict:
             out[f"recall@{k}"] = base + slope * i + 0.000037
             out[f"ndcg@{k}"] = base / 2 + slope * i / 3 + 0.000041
             out[f"coverage@{k}"] = 0.01 * (i + 1) + base / 10
+            out[f"cold_share@{k}"] = base / 4 + 0.003 * i + 0.000043
         return out
 
     return {
@@ -34,6 +36,7 @@ def metrics_dict() -> dict:
                 "users": 1234,
                 "relevant": 5678,
                 "items": 900,
+                "cold_items": 135,
                 "methods": {"wals": values(0.21, 0.061), "popularity": values(0.11, 0.031)},
                 "lift_over_popularity": {f"recall@{k}": 1.9 + i / 7 for i, k in enumerate(KS)},
             },
@@ -152,6 +155,103 @@ def test_markdown_holds_every_value_beside_its_baselines_and_the_stages():
         assert all(f"{t}={n:,}" in line for t, n in entry["rows"].items())
 
 
+def test_svg_legend_and_report_show_the_cold_share_with_all_first():
+    metrics = metrics_dict()
+    root = ET.fromstring(recall_svg(metrics))
+    legend = [
+        "".join(t.itertext()) for g in root.iter(f"{SVG}g") if g.get("class") == "legend"
+        for t in g.iter(f"{SVG}text")
+    ]  # fmt: skip
+    expected = [
+        f"{seg} · {method} · cold {values['cold_share@50']:.1%} @50"
+        for seg, r in metrics["segments"].items() for method, values in r["methods"].items()
+    ]  # fmt: skip
+    assert legend == expected and legend[0] == "all · wals · cold 6.2% @50"
+    assert any("share of the list slots at rank ≤ 50" in "".join(t.itertext())
+               for t in root.iter(f"{SVG}text"))  # fmt: skip
+    md = report_markdown(metrics, {"run_id": "r-1"})
+    assert md.index("## Segment `all`") < md.index("## Segment `cold`")
+    _, rows = table_rows(md, "all")
+    assert rows["cold_share@50"] == ["0.0615", "0.0365"]  # 0.21/4 + 0.009, 0.11/4 + 0.009
+    assert "Cold items: 15.0% of the catalog (135 of 900), 6.2% of the list slots at K=50" in md
+    assert "900 items (135 of them cold)" in md
+    # Metrics from before the cold share: no cold text is invented.
+    for result in metrics["segments"].values():
+        result.pop("cold_items", None)
+        for values in result["methods"].values():
+            for k in KS:
+                del values[f"cold_share@{k}"]
+    root = ET.fromstring(recall_svg(metrics))
+    legend = [t.text for t in root.iter(f"{SVG}text") if t.text and "·" in t.text]
+    assert legend == [f"{s} · {m}" for s, r in metrics["segments"].items() for m in r["methods"]]
+    assert not any("slots" in t for t in root.itertext())
+    assert "Cold items:" not in report_markdown(metrics, {"run_id": "r-1"})
+
+
+def hand_cold_share(spark, run_dir, cold_idx: set[int], k: int) -> float:
+    """Cold share of the published lists' top ``k`` slots of the users with held-out pairs,
+    counted in pandas."""
+    read = lambda name: spark.read.parquet(str(run_dir / name)).toPandas()  # noqa: E731
+    events, users, items = read("interactions"), read("users"), read("items")
+    recs = read("recommendations").merge(users, on="user_id").merge(items, on="item_id")
+    evaluated = set(events[events.split == "test"].user_idx)
+    slots = recs[recs.user_idx.isin(evaluated) & (recs["rank"] <= k)]
+    return slots.item_idx.isin(cold_idx).mean()
+
+
+@pytest.mark.spark
+def test_evaluate_counts_cold_items_in_the_list_slots(spark, tmp_path, capsys):
+    interactions, items = generate(n_users=80, n_items=60, n_interactions=1500, seed=11)
+    write_csv(tmp_path, interactions, items)
+    cfg = make_config(
+        tmp_path,
+        str(tmp_path / "interactions.csv"),
+        **{"split.holdout": "random", "data.interactions.strength_col": "plays"},
+    )
+    for stage in (prepare, train_wals, recommend):
+        stage.run(spark, cfg, "cold")
+    # Stand in for the projection stage: every third item is marked as projected (cold).
+    run = tables.open_run(spark, cfg, "cold", create=False)
+    factors = tables.read_table(spark, run, "item_factors")
+    is_cold = F.col("item_idx") % 3 == 0
+    vectors = factors.select(
+        "item_idx",
+        "item_id",
+        F.col("factors").alias("vector"),
+        F.when(is_cold, "projected").otherwise("wals").alias("source"),
+    )
+    tables.write_table(spark, run, "item_vectors", vectors)
+    cold_idx = {r.item_idx for r in factors.filter(is_cold).select("item_idx").collect()}
+    capsys.readouterr()
+    metrics = evaluate.run(spark, cfg, "cold")
+    out = capsys.readouterr().out
+    segments = metrics["segments"]
+    assert list(segments)[0] == "all" and {"warm", "cold"} <= set(segments)
+    run_dir = tmp_path / "out" / "runs" / "cold"
+    for k in (5, 10):
+        expected = hand_cold_share(spark, run_dir, cold_idx, k)
+        assert 0 < expected < 1
+        assert segments["all"]["methods"]["wals"][f"cold_share@{k}"] == pytest.approx(expected)
+        assert all(m[f"cold_share@{k}"] == 1.0 for m in segments["cold"]["methods"].values())
+        assert all(m[f"cold_share@{k}"] == 0.0 for m in segments["warm"]["methods"].values())
+    assert segments["all"]["cold_items"] == len(cold_idx)
+    share = segments["all"]["methods"]["wals"]["cold_share@10"]
+    line = (
+        f"cold items: {len(cold_idx) / 60:.1%} of the catalog ({len(cold_idx)} of 60), "
+        f"{share:.1%} of the list slots at K=10 (segment all, wals)"
+    )
+    assert line in out.splitlines()
+    assert sum(row.startswith("cold_share") for row in out.splitlines()) == 2 * len(segments)
+    md = (run_dir / REPORT).read_text()
+    assert line[0].upper() + line[1:] in md
+    _, rows = table_rows(md, "all")
+    assert rows["cold_share@10"][0] == f"{share:.4f}"
+    svg = "".join(ET.parse(run_dir / PLOT).getroot().itertext())
+    assert f"all · wals · cold {share:.1%} @10" in svg
+    stored = json.loads((run_dir / tables.METRICS).read_text())
+    assert stored["segments"]["all"]["methods"]["wals"]["cold_share@10"] == share
+
+
 @pytest.mark.spark
 def test_evaluate_writes_the_report_into_the_run_directory(spark, tmp_path):
     interactions, items = generate(n_users=80, n_items=60, n_interactions=1500, seed=11)
@@ -172,6 +272,8 @@ def test_evaluate_writes_the_report_into_the_run_directory(spark, tmp_path):
     _, rows = table_rows(md, "all")
     for values in metrics["segments"]["all"]["methods"].values():
         assert f"{values['recall@10']:.4f}" in rows["recall@10"]
+        assert values["cold_share@10"] == 0.0  # no item_vectors: no cold items
+    assert rows["cold_share@10"] == ["0.0000", "0.0000"]
     manifest = json.loads((run_dir / tables.MANIFEST).read_text())
     entry = manifest["stages"]["evaluate"]
     assert entry["report_path"].endswith(f"/runs/rep/{REPORT}") and entry["status"] == "complete"
