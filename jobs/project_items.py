@@ -16,6 +16,7 @@ An item with neither is counted and left out.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -130,8 +131,21 @@ def choose_on_validation(
     the pseudo-cold vectors' moments, and what was tried; ``None``s when validation has no
     pseudo-cold pairs to rank."""
     checkpoints = storage.join(run.root, "checkpoints", f"{run.run_id}-validation")
+    clock = [time.perf_counter()]
+    seconds: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        seconds[name] = round(now - clock[0], 2)
+        clock[0] = now
+
     val = build_validation(interactions, cfg, checkpoints, n_cold=n_cold, n_items=n_items)
-    record: dict[str, Any] = {"counts": val.counts, "metric": cfg.validation.metric}
+    lap("split_and_model")
+    record: dict[str, Any] = {
+        "counts": val.counts,
+        "metric": cfg.validation.metric,
+        "seconds_by_step": seconds,
+    }
     if not val.counts["pseudo_cold_items"] or not val.counts["scored_pairs"]:
         record["skipped"] = "no pseudo-cold items or validation pairs to rank"
         val.release()
@@ -139,7 +153,9 @@ def choose_on_validation(
     text_map, maps_tried, pseudo = choose_map(
         val, embeddings, cfg.projection.min_interactions, cfg, dim
     )
+    lap("maps")
     merge, merges_tried, cold_moments = validate_merge(val, pseudo, cfg)
+    lap("merges")
     record.update(
         maps_tried=maps_tried,
         map_chosen=text_map.label(),

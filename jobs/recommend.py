@@ -120,6 +120,16 @@ def needs_fold_in(spark: SparkSession, run: tables.Run, interactions: DataFrame)
     return not interactions.filter(F.col(C.SPLIT) == C.FOLD_IN).isEmpty()
 
 
+def applied_choice(spark: SparkSession, run: tables.Run, name: str) -> dict | None:
+    """The ``map`` or ``merge`` a run applied: its recommend stage's (or refresh's), else
+    the one its project stage chose."""
+    stages = tables.read_manifest(spark, run).get("stages", {})
+    for stage in ("recommend", "refresh", "project"):
+        if name in stages.get(stage, {}):
+            return stages[stage][name]
+    return None
+
+
 def run_merge(spark: SparkSession, run: tables.Run, cfg: Config) -> tuple[Merge, dict | None]:
     """The merge ``recommend`` applies and the run's per-source moments: the one the
     project stage chose on validation (``recommend.merge: auto``) or the configured one;
@@ -130,10 +140,6 @@ def run_merge(spark: SparkSession, run: tables.Run, cfg: Config) -> tuple[Merge,
         merge = Merge.from_dict(chosen["merge"]) if "merge" in chosen else Merge()
     else:
         merge = configured_merge(rc.merge, rc.cold_offset, rc.cold_slots)
-    project = tables.read_manifest(spark, run).get("stages", {}).get("project", {})
-    n_cold = project.get("counts", {}).get("by_source", {}).get("projected", 0)
-    if n_cold == 0:
-        return Merge(), None  # no cold item: one list over the WALS items
     if not tables.has_table(spark, run, "score_scale"):
         return Merge("raw", 0.0, merge.cold_slots), None
     return merge, read_moments(tables.read_table(spark, run, "score_scale"))

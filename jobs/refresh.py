@@ -40,6 +40,7 @@ from pyspark.sql import functions as F
 
 from jobs import columns as C
 from jobs import embed_items, storage, tables
+from jobs.cold_maps import TextMap, map_vectors
 from jobs.config import Config
 from jobs.errors import ConfigError, InputDataError, RunStateError
 from jobs.fold_in import fold_in_users
@@ -48,13 +49,27 @@ from jobs.item_text import TEXT, TEXT_HASH
 from jobs.pipeline import publish_run
 from jobs.prepare import confidence_rating, read_catalog, read_interactions
 from jobs.project_items import EMBEDDING, read_weights
-from jobs.projection import project_embeddings
-from jobs.recommend import known_history, seen_items, top_k_lists, with_original_ids
+from jobs.recommend import (
+    applied_choice,
+    known_history,
+    scored_lists,
+    seen_items,
+    with_original_ids,
+)
+from jobs.score_merge import (
+    COLD_SOURCE,
+    WARM_SOURCE,
+    Merge,
+    cold_user_vectors,
+    read_moments,
+    with_bias_column,
+)
 from jobs.spark import small
 from udfs.text_encoder import encoder_fingerprint
 from udfs.topk import reaching_pairs
 
 KTH = "kth"
+COLD_KTH = "cold_kth"
 MOVED = "moved"
 # The changed items' vectors are broadcast for the re-score check up to this many floats
 # (64 MB); past it so many items changed that every user is re-scored.
@@ -205,6 +220,41 @@ def items_to_solve(base_interactions: DataFrame, new_rows: DataFrame, growth: fl
     )
 
 
+def project_new_items(
+    spark: SparkSession,
+    base: tables.Run,
+    cfg: Config,
+    text_map: TextMap,
+    queries: DataFrame,
+) -> DataFrame:
+    """``(item_idx, item_id, vector)`` of ``queries(item_idx, embedding, item_id)`` under the
+    base run's map: its W for ridge, its warm items (factors and embeddings, at least
+    ``projection.min_interactions`` training pairs) as the neighbours of knn and blend."""
+    neighbours = None
+    if text_map.uses_knn:
+        counts = (
+            tables.read_table(spark, base, "interactions")
+            .filter(F.col(C.SPLIT) == C.TRAIN)
+            .groupBy(C.ITEM_IDX)
+            .agg(F.count(F.lit(1)).alias("_n"))
+            .filter(F.col("_n") >= cfg.projection.min_interactions)
+        )
+        neighbours = (
+            tables.read_table(spark, base, "item_factors")
+            .join(counts, C.ITEM_IDX, "left_semi")
+            .join(tables.read_table(spark, base, "item_embeddings"), C.ITEM_IDX)
+            .select(C.ITEM_IDX, EMBEDDING, C.FACTORS)
+        )
+    vectors = map_vectors(
+        text_map,
+        queries.select(C.ITEM_IDX, EMBEDDING),
+        neighbours,
+        read_weights(spark, base),
+        items_per_block=cfg.recommend.items_per_block,
+    )
+    return vectors.join(queries.select(C.ITEM_IDX, C.ITEM_ID), C.ITEM_IDX)
+
+
 def rescore_users(
     user_vectors: DataFrame,
     item_vectors: DataFrame,
@@ -214,38 +264,54 @@ def rescore_users(
     seen: DataFrame | None,
     cfg: Config,
     n_items: int,
+    *,
+    merge: Merge | None = None,
+    moments: dict | None = None,
+    cold_ids: DataFrame | None = None,
 ) -> DataFrame:
     """``(user_idx)`` of the users whose lists can change (the rule in the module doc).
 
     ``user_vectors`` is ``(user_idx, factors, user_id)``, ``item_vectors`` ``(item_idx,
-    item_id, vector)``, ``old_recs`` the base run's lists as published ``(user_id, rank,
-    item_id, score)``: they are read by original id, once, for each user's k-th score and
+    item_id, vector[, source])``, ``old_recs`` the base run's lists as published ``(user_id,
+    rank, item_id, score)``: they are read by original id, once, for each user's k-th score and
     whether the list holds a changed item; never mapped row by row.
 
     The changed items' vectors are broadcast and every other user's vector is scored
     against them in one pass (:func:`udfs.topk.reaching_pairs`), which yields the pairs
     reaching the user's k-th score; only those pairs are looked up among the seen ones (a
-    seen item never enters a list). When at least half of the items changed, every user is
-    re-scored without the check: it would cost about as much as the re-score it saves; so
-    is everyone when the changed vectors are more than MAX_CHECK_FLOATS floats."""
+    seen item never enters a list). Under a merge other than plain raw scores
+    (:mod:`jobs.score_merge`), changed cold items are checked on the merged scale (the user
+    vector ``[a·x, c]`` against ``[v, 1]``), against the lower of the k-th score and, with
+    reserved slots, the user's ``cold_slots``-th listed cold score (``cold_ids``: the
+    ``item_id`` of the base run's cold items). When at least half of the items changed,
+    every user is re-scored without the check: it would cost about as much as the re-score
+    it saves; so is everyone when the changed vectors are more than MAX_CHECK_FLOATS floats."""
     k = cfg.recommend.k
+    merge = merge or Merge()
     n_changed = changed_items.count()
     if n_changed * 2 >= n_items or n_changed * cfg.wals.rank > MAX_CHECK_FLOATS:
         return user_vectors.select(C.USER_IDX)
     # Read once: the lists' flags and the broadcast vectors both start here.
     changed = small(changed_items, n_changed).join(item_vectors, C.ITEM_IDX).localCheckpoint()
+    by_source = not merge.is_plain and C.SOURCE in changed.columns
+    slots = merge.cold_slots if by_source else 0
     flagged = changed.select(C.ITEM_ID, F.lit(True).alias(MOVED))
+    listed = old_recs.join(small(flagged, n_changed), C.ITEM_ID, "left")
+    wanted = (F.col(C.RANK) == k) | F.col(MOVED).isNotNull()
+    aggs = [
+        F.max(F.when(F.col(C.RANK) == k, F.col(C.SCORE))).alias(KTH),
+        F.max(MOVED).alias(MOVED),
+    ]
+    if slots and cold_ids is not None:
+        listed = listed.join(
+            F.broadcast(cold_ids.select(C.ITEM_ID, F.lit(True).alias("_cold"))), C.ITEM_ID, "left"
+        )
+        wanted = wanted | F.col("_cold").isNotNull()
+        cold_scores = F.sort_array(F.collect_list(F.when(F.col("_cold"), F.col(C.SCORE))), False)
+        aggs.append(F.try_element_at(cold_scores, F.lit(slots)).alias(COLD_KTH))
     # One read of the lists: each user's k-th score (none: a list shorter than k) and
     # whether their list holds an item whose vector changed.
-    by_user = (
-        old_recs.join(small(flagged, n_changed), C.ITEM_ID, "left")
-        .filter((F.col(C.RANK) == k) | F.col(MOVED).isNotNull())
-        .groupBy(C.USER_ID)
-        .agg(
-            F.max(F.when(F.col(C.RANK) == k, F.col(C.SCORE))).alias(KTH),
-            F.max(MOVED).alias(MOVED),
-        )
-    )
+    by_user = listed.filter(wanted).groupBy(C.USER_ID).agg(*aggs)
     # Users with new interactions are re-scored anyway: only the others are checked.
     others = (
         user_vectors.join(changed_users.select(C.USER_IDX), C.USER_IDX, "left_anti")
@@ -253,26 +319,55 @@ def rescore_users(
         .localCheckpoint()
     )
     todo = others.filter(F.col(KTH).isNull() | F.col(MOVED).isNotNull()).select(C.USER_IDX)
-    table = changed.select(C.ITEM_IDX, C.VECTOR).orderBy(C.ITEM_IDX).toArrow()
-    if table.num_rows:
-        ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int32)
-        flat = table.column(C.VECTOR).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = flat.astype(np.float32).reshape(table.num_rows, -1)
-        shipped = others.sparkSession.sparkContext.broadcast((ids, vectors))
-        pairs = (
-            others.filter(F.col(KTH).isNotNull() & F.col(MOVED).isNull())
-            .select(C.USER_IDX, F.col(C.FACTORS).alias(C.VECTOR), KTH)
-            .mapInArrow(reaching_pairs(shipped), f"{C.USER_IDX} int, {C.ITEM_IDX} int")
-            .localCheckpoint()
-        )
-        n_pairs = pairs.count()
-        shipped.unpersist()
+    checked = others.filter(F.col(KTH).isNotNull() & F.col(MOVED).isNull())
+    is_cold = F.col(C.SOURCE) == "projected" if by_source else F.lit(False)
+    warm_pairs = reaching(
+        checked.select(C.USER_IDX, F.col(C.FACTORS).alias(C.VECTOR), KTH),
+        changed.filter(~is_cold).select(C.ITEM_IDX, C.VECTOR),
+    )
+    pairs = [warm_pairs] if warm_pairs is not None else []
+    if by_source:
+        cold = changed.filter(is_cold).select(C.ITEM_IDX, C.VECTOR)
+        threshold = F.col(KTH)
+        if slots and cold_ids is not None:
+            # Fewer cold items listed than slots: a changed cold item takes a free slot.
+            todo = todo.unionByName(checked.filter(F.col(COLD_KTH).isNull()).select(C.USER_IDX))
+            threshold = F.least(F.col(KTH), F.col(COLD_KTH))
+        users = checked.select(C.USER_IDX, C.FACTORS, threshold.alias(KTH))
+        if merge.method == "standardize":
+            users = cold_user_vectors(
+                users, moments[WARM_SOURCE], moments[COLD_SOURCE], merge.offset
+            )
+            cold = with_bias_column(cold, C.VECTOR)
+        cold_pairs = reaching(users.withColumnRenamed(C.FACTORS, C.VECTOR), cold)
+        pairs += [cold_pairs] if cold_pairs is not None else []
+    for found in pairs:
+        n_pairs = found.count()
         if seen is not None and n_pairs:
             keys = [C.USER_IDX, C.ITEM_IDX]
-            seen_pairs = seen.join(small(pairs, n_pairs), keys, "left_semi")
-            pairs = pairs.join(seen_pairs, keys, "left_anti")
-        todo = todo.unionByName(pairs.select(C.USER_IDX))
+            seen_pairs = seen.join(small(found, n_pairs), keys, "left_semi")
+            found = found.join(seen_pairs, keys, "left_anti")
+        todo = todo.unionByName(found.select(C.USER_IDX))
     return changed_users.select(C.USER_IDX).unionByName(todo).distinct()
+
+
+def reaching(users: DataFrame, items: DataFrame) -> DataFrame | None:
+    """``(user_idx, item_idx)`` pairs where an item of ``items(item_idx, vector)`` scores at
+    least the user's ``kth`` (``users(user_idx, vector, kth)``); the items' vectors are
+    collected (a day's changed items, bounded by MAX_CHECK_FLOATS) and broadcast. None when
+    ``items`` is empty."""
+    table = items.orderBy(C.ITEM_IDX).toArrow()
+    if not table.num_rows:
+        return None
+    ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int32)
+    flat = table.column(C.VECTOR).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = flat.astype(np.float32).reshape(table.num_rows, -1)
+    shipped = users.sparkSession.sparkContext.broadcast((ids, vectors))
+    pairs = users.mapInArrow(
+        reaching_pairs(shipped), f"{C.USER_IDX} int, {C.ITEM_IDX} int"
+    ).localCheckpoint()  # eager: the broadcast is no longer needed after it
+    shipped.unpersist()
+    return pairs
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -366,6 +461,16 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         }
 
         lap("ids_and_interactions")
+        # The base run's text map and merge, applied as they were chosen.
+        text_map = TextMap.from_dict(applied_choice(spark, base, "map") or {"kind": "ridge"})
+        merge = Merge.from_dict(applied_choice(spark, base, "merge") or Merge().to_dict())
+        moments = None
+        if tables.has_table(spark, base, "score_scale"):
+            moments = read_moments(read("score_scale"))
+            tables.write_table(spark, run_, "score_scale", read("score_scale"))
+        elif merge.method == "standardize":
+            merge = Merge("raw", 0.0, merge.cold_slots)
+        report["map"], report["merge"] = text_map.to_dict(), merge.to_dict()
         # 2. item vectors before the fold-in: the base run's, plus projected new texts
         changed_text = item_rows.filter(F.col(TEXT_HASH).isNotNull()).select(C.ITEM_IDX)
         base_has_vectors = tables.has_table(spark, base, "item_vectors")
@@ -410,11 +515,12 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 .join(changed_text, C.ITEM_IDX)
             )
             to_project = no_vector.unionByName(recold).distinct().localCheckpoint()
-            projected = project_embeddings(
-                embeddings.join(to_project, C.ITEM_IDX),
-                read_weights(spark, base),
-                emb_col=EMBEDDING,
-                out_col=C.VECTOR,
+            projected = project_new_items(
+                spark,
+                base,
+                cfg,
+                text_map,
+                embeddings.join(to_project, C.ITEM_IDX).select(C.ITEM_IDX, EMBEDDING, C.ITEM_ID),
             ).select(C.ITEM_IDX, C.ITEM_ID, C.VECTOR, F.lit("projected").alias(C.SOURCE))
             vectors = vectors.join(to_project, C.ITEM_IDX, "left_anti").unionByName(projected)
             tables.write_table(spark, run_, "projection", read("projection"))
@@ -504,6 +610,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         old_recs = read("recommendations").filter(F.col(C.RANK) <= cfg.recommend.k)
         seen = seen_items(interactions)
         scorable = user_vectors.select(C.USER_IDX, C.FACTORS, C.USER_ID)
+        base_cold = None
+        if base_has_vectors:
+            base_cold = read("item_vectors").filter(F.col(C.SOURCE) == "projected")
         todo = rescore_users(
             scorable,
             item_vectors,
@@ -513,17 +622,21 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             seen,
             cfg,
             n_items=n_items,
+            merge=merge,
+            moments=moments,
+            cold_ids=base_cold.select(C.ITEM_ID) if base_cold is not None else None,
         ).localCheckpoint()
         n_rescored = todo.count()
         todo = small(todo, n_rescored)
         rescored = scorable.join(todo, C.USER_IDX)
-        fresh = top_k_lists(
+        fresh = scored_lists(
             rescored,
             item_vectors,
+            C.VECTOR,
             seen.join(todo, C.USER_IDX, "left_semi"),
             cfg.recommend,
-            item_vector_col=C.VECTOR,
-            carry=C.USER_ID,
+            merge,
+            moments,
         )
         # Kept lists are copied as published (original ids already); only re-scored ones
         # are mapped back from indexes.

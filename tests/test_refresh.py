@@ -19,7 +19,7 @@ from udfs.topk import recommend_top_k
 pytestmark = pytest.mark.spark
 
 
-def write_config(path, interactions, items, root):
+def write_config(path, interactions, items, root, **recommend):
     conf = {
         "data": {
             "interactions": {"path": str(interactions), "strength_col": "plays"},
@@ -28,16 +28,15 @@ def write_config(path, interactions, items, root):
         "output": {"root": str(root)},
         "wals": {"rank": 8, "iterations": 6, "reg": 0.3, "alpha": 5.0, "confidence": "log"},
         "encoder": {"model": MINILM, "max_length": 32},
-        "recommend": {"k": 10},
+        "recommend": {"k": 10, **recommend},
         "evaluate": {"ks": [5, 10]},
     }
     path.write_text(yaml.safe_dump(conf))
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def refreshed(spark, tmp_path_factory):
-    work = tmp_path_factory.mktemp("refresh")
+def refresh_case(work, **recommend):
+    """A base run and a daily refresh of it (new users, items and events) under ``work``."""
     events, items = generate(n_users=150, n_items=120, n_interactions=4000, seed=9)
     new_items = items.tail(3)  # i117..: two stay cold (text only), one gets interactions
     base_items = items.drop(new_items.index)
@@ -60,12 +59,19 @@ def refreshed(spark, tmp_path_factory):
                      ("new_items", new_items)]:  # fmt: skip
         df.to_csv(work / f"{name}.csv", index=False)
     root = work / "out"
-    conf = write_config(work / "base.yaml", work / "base.csv", work / "base_items.csv", root)
+    conf = write_config(
+        work / "base.yaml", work / "base.csv", work / "base_items.csv", root, **recommend
+    )
     assert cli.main(["pipeline", "--config", conf, "--run-id", "base"]) == 0
     conf = write_config(work / "delta.yaml", work / "delta.csv", work / "new_items.csv", root)
     assert cli.main(["refresh", "--config", conf, "--run-id", "daily"]) == 0
     return {"root": root, "delta": delta, "new_items": new_items, "base": base, "conf": conf,
             "rare": list(rare), "top": top}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def refreshed(spark, tmp_path_factory):
+    return refresh_case(tmp_path_factory.mktemp("refresh"))
 
 
 def read(spark, root, table, run="daily"):
@@ -362,3 +368,48 @@ def test_layers_chain_compact_and_keep_their_bases_from_pruning(spark, tmp_path,
     storage.delete(spark, storage.join(root, "runs", "d"))
     with pytest.raises(RunStateError, match=r"'t' of run e holds only the rows that changed"):
         table("e")
+
+
+def test_refresh_applies_the_base_runs_merge(spark, tmp_path):
+    """A base run that merges on each user's scale with 2 reserved cold slots: the refresh
+    (whose own config says nothing of the merge) lists under the same merge, and what it
+    keeps and recomputes equals a full re-score with that merge; both new cold items are
+    in every list of a user who has not seen them."""
+    from jobs.recommend import scored_lists
+    from jobs.score_merge import Merge, read_moments
+
+    case = refresh_case(tmp_path, merge="standardize", cold_offset=0.5, cold_slots=2)
+    root = case["root"]
+    stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
+    assert stages["refresh"]["merge"] == Merge("standardize", 0.5, 2).to_dict()
+    run = tables.Run(str(root), "daily", "parquet")
+    items = read(spark, root, "items")
+    full = scored_lists(
+        read(spark, root, "user_factors").select(C.USER_IDX, C.FACTORS, C.USER_ID),
+        read(spark, root, "item_vectors"),
+        C.VECTOR,
+        seen_items(read(spark, root, "interactions")),
+        load_config_of(case["conf"]).recommend,
+        Merge("standardize", 0.5, 2),
+        read_moments(tables.read_table(spark, run, "score_scale")),
+    )
+    want = (
+        full.join(items, C.ITEM_IDX).select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).toPandas()
+        .sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
+    )  # fmt: skip
+    got = spark.read.parquet(str(root / "recommendations")).toPandas()
+    got = got.sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
+    assert len(got) == len(want) == 151 * 10
+    assert (got[[C.USER_ID, C.RANK, C.ITEM_ID]] == want[[C.USER_ID, C.RANK, C.ITEM_ID]]).all().all()
+    np.testing.assert_allclose(got[C.SCORE], want[C.SCORE], rtol=1e-4, atol=1e-5)
+    cold = set(case["new_items"].item_id.iloc[1:])
+    listed = got.groupby(C.USER_ID)[C.ITEM_ID].apply(lambda ids: len(cold & set(ids)))
+    assert (listed == 2).all()
+    counts = stages["refresh"]["counts"]
+    assert counts["rescored_users"] > 0
+
+
+def load_config_of(path):
+    from jobs.config import load_config
+
+    return load_config(path)
