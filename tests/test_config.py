@@ -68,6 +68,14 @@ def test_config_is_frozen():
         ("split.fraction=1.5", "split.fraction: must be a number in (0, 1), got 1.5"),
         ("recommend.exclude_seen=maybe", "recommend.exclude_seen: must be true or false"),
         ("recommend.k=5", "evaluate.ks: largest cut-off 50 exceeds recommend.k=5"),
+        ("recommend.merge=zscore", "recommend.merge: must be one of auto, raw, standardize"),
+        ("recommend.cold_slots=51", "recommend.cold_slots: must be unset or an integer from 0 to"),
+        ("recommend.cold_slots=-1", "recommend.cold_slots: must be unset or an integer from 0 to"),
+        ("projection.map=lasso", "projection.map: must be one of auto, ridge, knn, blend"),
+        ("projection.knn_ks=[0]", "projection.knn_ks: must be a list of integers > 0"),
+        ("projection.blend_weights=[1.5]", "projection.blend_weights: must be a list of numbers"),
+        ("validation.metric=auc", "validation.metric: must be recall@K or ndcg@K"),
+        ("validation.pseudo_cold_fraction=0", "validation.pseudo_cold_fraction: must be unset"),
         ("wals", "--set 'wals': expected key=value"),
         ("wals.rank.x=1", "wals.rank: is a value, not a section"),
     ],
@@ -112,3 +120,22 @@ def test_cg_solver_settings_are_checked():
     assert load_config(conf, ["wals.cg_blocks=3"]).wals.cg_blocks == 3
     with pytest.raises(ConfigError, match="wals.nonnegative"):
         load_config(conf, ["wals.solver=cg", "wals.nonnegative=true"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("recommend.merge=zscore", "recommend.merge: must be one of auto, raw, standardize"),
+        ("recommend.cold_slots=60", "recommend.cold_slots: must be unset or an integer from 0"),
+    ],
+)
+def test_bad_merge_settings_stop_the_cli_with_one_line(override, message, capsys):
+    from jobs import cli
+
+    code = cli.main(
+        ["recommend", "--config", str(REPO / "conf" / "default.yaml"), "--set", override]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and "\n" not in err
+    assert "Traceback" not in err
