@@ -205,6 +205,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 "lower projection.min_interactions"
             )
         best_r2, r2_by_lambda = choose_lambda(stats[FIT], stats[HELD_OUT], list(p.lambdas))
+        started = time.perf_counter()
+        seconds: dict[str, float] = {}
         # 1. the map and the merge, chosen on validation (or fixed by the config)
         cold_ids = embeddings.select(C.ITEM_IDX).join(factors, C.ITEM_IDX, "left_anti")
         n_cold, n_items = cold_ids.count(), items.count()
@@ -220,6 +222,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             )  # fmt: skip
             text_map = chosen_map or text_map
             merge = chosen_merge or merge
+        seconds["choice"] = round(time.perf_counter() - started, 2)
         lam = text_map.lam if text_map.lam is not None else best_r2
         w_fit = ridge_solutions(stats[FIT], [lam])[0]
         held = project_embeddings(
@@ -254,6 +257,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             spark, run_, "projection", weights_frame(spark, w)
         )
         written = tables.read_table(spark, run_, "item_vectors")
+        seconds["item_vectors"] = round(time.perf_counter() - started - sum(seconds.values()), 2)
         # 3. each source's moments: the per-user scales of the merge (kept for refresh)
         scale = source_moments(written, val_moments)
         if scale is not None:
@@ -277,6 +281,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             "warm_items_held_out": stats[HELD_OUT].n,
             "embedding_dim": dim,
         }
+        seconds["moments_and_counts"] = round(
+            time.perf_counter() - started - sum(seconds.values()), 2
+        )
+        report["seconds_by_step"] = seconds
         report["map"] = text_map.to_dict()
         report["merge"] = merge.to_dict()
     return report

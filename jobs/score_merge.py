@@ -243,14 +243,16 @@ def merged_rows(warm_lists: DataFrame, cold_lists: DataFrame) -> DataFrame:
 # --- the choice on validation -------------------------------------------------------------
 
 
-def merge_grid(k: int, cold_slots: int | None) -> list[Merge]:
+def merge_grid(k: int, cold_slots: int | None, cut: int) -> list[Merge]:
     """Raw first, then standardize at every offset, each with every slot count (the
-    configured ``cold_slots`` only, when set)."""
-    slots = (
-        [cold_slots]
-        if cold_slots is not None
-        else sorted({int(round(share * k)) for share in SLOT_SHARES})
-    )
+    configured ``cold_slots`` only, when set). Reserved items are placed by score, so a
+    count of at most ``k − cut`` leaves the top ``cut`` places (all the metric reads) as
+    they are without it: only larger counts are tried."""
+    if cold_slots is not None:
+        slots = [cold_slots]
+    else:
+        shares = {int(round(share * k)) for share in SLOT_SHARES}
+        slots = sorted({0} | {c for c in shares if c > k - cut})
     grid = [Merge("raw", 0.0, s) for s in slots]
     grid += [Merge("standardize", off, s) for off in OFFSETS for s in slots]
     return grid
@@ -313,21 +315,28 @@ def validate_merge(val, pseudo_vectors: DataFrame, cfg) -> tuple[Merge, list[dic
     from udfs.topk import recommend_top_k
 
     rc, k = cfg.recommend, cfg.recommend.k
-    blocks = {"users_per_block": rc.users_per_block, "items_per_block": rc.items_per_block}
-    warm_lists = recommend_top_k(val.users, val.item_factors, k=k, seen=val.seen, **blocks)
-    cold_lists = recommend_top_k(val.users, pseudo_vectors, k=k, item_vector_col=C.VECTOR, **blocks)
-    warm_lists, cold_lists = warm_lists.localCheckpoint(), cold_lists.localCheckpoint()
-    warm = vector_moments(val.item_factors, C.FACTORS)
-    cold = vector_moments(pseudo_vectors, C.VECTOR)
+    cut = min(k, _cut(cfg.validation.metric))
     if rc.merge == "auto":
-        grid = merge_grid(k, rc.cold_slots)
+        grid = merge_grid(k, rc.cold_slots, cut)
     else:
         fixed = configured_merge(rc.merge, rc.cold_offset, rc.cold_slots)
         grid = [Merge("raw", 0.0, fixed.cold_slots), fixed]
+    # Only the top `cut` places are scored: each source's best `cut` candidates decide them,
+    # and the cold side's best `cold_slots` where more are reserved.
+    depth = {"warm": cut, "cold": max(cut, *(m.cold_slots for m in grid))}
+    blocks = {"users_per_block": rc.users_per_block, "items_per_block": rc.items_per_block}
+    warm_lists = recommend_top_k(
+        val.users, val.item_factors, k=depth["warm"], seen=val.seen, **blocks
+    ).localCheckpoint()
+    cold_lists = recommend_top_k(
+        val.users, pseudo_vectors, k=depth["cold"], item_vector_col=C.VECTOR, **blocks
+    ).localCheckpoint()
+    warm = vector_moments(val.item_factors, C.FACTORS)
+    cold = vector_moments(pseudo_vectors, C.VECTOR)
     scales = scale_columns(val.users, warm, cold).localCheckpoint()
-    lists = candidate_lists(warm_lists, cold_lists, scales, grid, k)
+    lists = candidate_lists(warm_lists, cold_lists, scales, grid, k).localCheckpoint()
     scores = metric_by(lists, val.held, cfg.validation.metric, k, SETTING, list(range(len(grid))))
-    shares = cold_shares(lists, val.pseudo_cold, min(k, _cut(cfg.validation.metric)))
+    shares = cold_shares(lists, val.pseudo_cold, cut)
     best = choose_merge(scores, grid, cfg.validation.min_gain) if rc.merge == "auto" else 1
     tried = [
         {
@@ -338,7 +347,7 @@ def validate_merge(val, pseudo_vectors: DataFrame, cfg) -> tuple[Merge, list[dic
         }
         for i, m in enumerate(grid)
     ]
-    for df in (warm_lists, cold_lists, scales):
+    for df in (warm_lists, cold_lists, scales, lists):
         df.unpersist()
     return grid[best], tried, cold
 

@@ -151,12 +151,15 @@ def test_cold_slots_are_a_floor_when_cold_items_win_on_score(spark):
 
 
 def test_choice_keeps_raw_unless_the_gain_is_clear():
-    grid = merge_grid(20, None)
+    grid = merge_grid(20, None, 20)
     assert grid[0] == Merge("raw", 0.0, 0)
     assert {m.cold_slots for m in grid} == {0, 2, 4, 6}
+    # Reserved items are placed by score: 15 of 50 never reach the top 20 by reserving.
+    assert {m.cold_slots for m in merge_grid(50, None, 20)} == {0}
+    assert {m.cold_slots for m in merge_grid(50, None, 40)} == {0, 15}
     scores = {i: 0.30 for i in range(len(grid))}
     scores[5] = 0.302  # +0.7%: noise at min_gain 1%
     assert choose_merge(scores, grid, 0.01) == 0
     scores[7] = 0.33
     assert choose_merge(scores, grid, 0.01) == 7
-    assert merge_grid(20, 3)[0] == Merge("raw", 0.0, 3)
+    assert merge_grid(20, 3, 20)[0] == Merge("raw", 0.0, 3)
