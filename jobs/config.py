@@ -183,7 +183,7 @@ class ValidationConfig:
     # A merge other than raw is kept only when it beats raw by this relative margin.
     min_gain: float = 0.01
     # Validation users scored (a seeded sample when there are more).
-    max_users: int = 20000
+    max_users: int = 10000
     seed: int = 7
 
 

@@ -14,7 +14,6 @@ from jobs.errors import RunStateError
 from jobs.recommend import seen_items
 from jobs.synthetic import generate
 from tests.encoders import MINILM
-from udfs.topk import recommend_top_k
 
 pytestmark = pytest.mark.spark
 
@@ -71,23 +70,45 @@ def refresh_case(work, **recommend):
 
 @pytest.fixture(scope="module")
 def refreshed(spark, tmp_path_factory):
-    return refresh_case(tmp_path_factory.mktemp("refresh"))
+    # Each user's scale, no reserved slot: the new cold items are checked on the merged
+    # scale and enter only the lists they reach.
+    return refresh_case(tmp_path_factory.mktemp("refresh"), merge="standardize")
 
 
 def read(spark, root, table, run="daily"):
     return tables.read_table(spark, tables.Run(str(root), run, "parquet"), table)
 
 
+def full_rescore(spark, root, merge):
+    """Every user's list from the refreshed run's tables, under ``merge``."""
+    from jobs.config import RecommendConfig
+    from jobs.recommend import scored_lists
+    from jobs.score_merge import read_moments
+
+    run = tables.Run(str(root), "daily", "parquet")
+    has_scale = tables.has_table(spark, run, "score_scale")
+    return scored_lists(
+        read(spark, root, "user_factors").select(C.USER_IDX, C.FACTORS, C.USER_ID),
+        read(spark, root, "item_vectors"),
+        C.VECTOR,
+        seen_items(read(spark, root, "interactions")),
+        RecommendConfig(k=10),
+        merge,
+        read_moments(read(spark, root, "score_scale")) if has_scale else None,
+    ).drop(C.USER_ID)
+
+
 def test_kept_and_recomputed_lists_equal_a_full_rescore(spark, refreshed):
+    from jobs.score_merge import Merge
+
     root = refreshed["root"]
     users, items = read(spark, root, "users"), read(spark, root, "items")
-    full = recommend_top_k(
-        read(spark, root, "user_factors"),
-        read(spark, root, "item_vectors"),
-        k=10,
-        seen=seen_items(read(spark, root, "interactions")),
-        item_vector_col=C.VECTOR,
-    )
+    stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
+    base = json.loads((root / "runs" / "base" / "manifest.json").read_text())["stages"]
+    # The refresh applies the base run's merge.
+    assert stages["refresh"]["merge"] == base["recommend"]["merge"]
+    assert stages["refresh"]["merge"] == {"method": "standardize", "offset": 0.0, "cold_slots": 0}
+    full = full_rescore(spark, root, Merge.from_dict(stages["refresh"]["merge"]))
     want = (
         full.join(users, C.USER_IDX).join(items, C.ITEM_IDX)
         .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).toPandas()
@@ -375,26 +396,17 @@ def test_refresh_applies_the_base_runs_merge(spark, tmp_path):
     (whose own config says nothing of the merge) lists under the same merge, and what it
     keeps and recomputes equals a full re-score with that merge; both new cold items are
     in every list of a user who has not seen them."""
-    from jobs.recommend import scored_lists
-    from jobs.score_merge import Merge, read_moments
+    from jobs.score_merge import Merge
 
     case = refresh_case(tmp_path, merge="standardize", cold_offset=0.5, cold_slots=2)
     root = case["root"]
     stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
     assert stages["refresh"]["merge"] == Merge("standardize", 0.5, 2).to_dict()
-    run = tables.Run(str(root), "daily", "parquet")
-    items = read(spark, root, "items")
-    full = scored_lists(
-        read(spark, root, "user_factors").select(C.USER_IDX, C.FACTORS, C.USER_ID),
-        read(spark, root, "item_vectors"),
-        C.VECTOR,
-        seen_items(read(spark, root, "interactions")),
-        load_config_of(case["conf"]).recommend,
-        Merge("standardize", 0.5, 2),
-        read_moments(tables.read_table(spark, run, "score_scale")),
-    )
+    users, items = read(spark, root, "users"), read(spark, root, "items")
+    full = full_rescore(spark, root, Merge("standardize", 0.5, 2))
     want = (
-        full.join(items, C.ITEM_IDX).select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).toPandas()
+        full.join(users, C.USER_IDX).join(items, C.ITEM_IDX)
+        .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).toPandas()
         .sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
     )  # fmt: skip
     got = spark.read.parquet(str(root / "recommendations")).toPandas()
@@ -407,9 +419,3 @@ def test_refresh_applies_the_base_runs_merge(spark, tmp_path):
     assert (listed == 2).all()
     counts = stages["refresh"]["counts"]
     assert counts["rescored_users"] > 0
-
-
-def load_config_of(path):
-    from jobs.config import load_config
-
-    return load_config(path)
