@@ -34,6 +34,9 @@ SETTING = "setting"
 # Offsets tried by auto, in warm standard deviations; slots tried as shares of k.
 OFFSETS = (-2.0, -1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5)
 SLOT_SHARES = (0.0, 0.1, 0.2, 0.3)
+# A merge other than raw must beat it by this many standard errors of the paired per-user
+# difference on validation: a gain within the noise of a few thousand users is not kept.
+MIN_Z = 2.0
 # Fewer cold items than this give no usable covariance: the validation's moments are used.
 MIN_SCALE_ITEMS = 20
 WARM_SOURCE, COLD_SOURCE = "warm", "cold"
@@ -289,14 +292,19 @@ def candidate_lists(
     return picked.select(SETTING, C.USER_IDX, C.ITEM_IDX, C.RANK)
 
 
-def choose_merge(scores: dict[int, float], grid: list[Merge], min_gain: float) -> int:
-    """The index of the best merge; raw (index 0) unless the best beats it by ``min_gain``
-    (relative). Ties go to the earlier setting."""
-    best = max(range(len(grid)), key=lambda i: (scores[i], -i))
+def choose_merge(
+    scores: dict[int, float], errors: dict[int, float], min_gain: float, z: float = MIN_Z
+) -> int:
+    """The index of the best merge among those that beat the first (raw) by ``min_gain``
+    (relative) and by ``z`` standard errors of the paired per-user difference (``errors``);
+    the first when none does. Ties go to the earlier setting."""
     base = scores[0]
-    if best != 0 and scores[best] < base * (1 + min_gain):
-        return 0
-    return best
+    clear = [
+        i
+        for i in scores
+        if i == 0 or (scores[i] >= base * (1 + min_gain) and scores[i] - base >= z * errors[i])
+    ]
+    return max(clear, key=lambda i: (scores[i], -i))
 
 
 def configured_merge(merge: str, offset: float, cold_slots: int | None) -> Merge:
@@ -311,7 +319,7 @@ def validate_merge(val, pseudo_vectors: DataFrame, cfg) -> tuple[Merge, list[dic
     (``pseudo_vectors(item_idx, vector)``, the chosen map) are merged under every setting of
     :func:`merge_grid` and scored against the held-out pairs; returns the choice, every
     setting with its figure, and the pseudo-cold vectors' moments."""
-    from jobs.cold_validation import metric_by
+    from jobs.cold_validation import metric_and_error
     from udfs.topk import recommend_top_k
 
     rc, k = cfg.recommend, cfg.recommend.k
@@ -335,14 +343,19 @@ def validate_merge(val, pseudo_vectors: DataFrame, cfg) -> tuple[Merge, list[dic
     cold = vector_moments(pseudo_vectors, C.VECTOR)
     scales = scale_columns(val.users, warm, cold).localCheckpoint()
     lists = candidate_lists(warm_lists, cold_lists, scales, grid, k).localCheckpoint()
-    scores = metric_by(lists, val.held, cfg.validation.metric, k, SETTING, list(range(len(grid))))
+    figures = metric_and_error(
+        lists, val.held, cfg.validation.metric, k, SETTING, list(range(len(grid)))
+    )
+    scores = {i: mean for i, (mean, _) in figures.items()}
+    errors = {i: error for i, (_, error) in figures.items()}
     shares = cold_shares(lists, val.pseudo_cold, cut)
-    best = choose_merge(scores, grid, cfg.validation.min_gain) if rc.merge == "auto" else 1
+    best = choose_merge(scores, errors, cfg.validation.min_gain) if rc.merge == "auto" else 1
     tried = [
         {
             "merge": m.to_dict(),
             "label": m.label(),
             "value": round(scores[i], 6),
+            "standard_error_vs_raw": round(errors[i], 6),
             "cold_share": round(shares.get(i, 0.0), 6),
         }
         for i, m in enumerate(grid)

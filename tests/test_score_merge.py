@@ -158,8 +158,36 @@ def test_choice_keeps_raw_unless_the_gain_is_clear():
     assert {m.cold_slots for m in merge_grid(50, None, 20)} == {0}
     assert {m.cold_slots for m in merge_grid(50, None, 40)} == {0, 15}
     scores = {i: 0.30 for i in range(len(grid))}
-    scores[5] = 0.302  # +0.7%: noise at min_gain 1%
-    assert choose_merge(scores, grid, 0.01) == 0
+    errors = {i: 0.001 for i in range(len(grid))}
+    scores[5] = 0.302  # +0.7%: under min_gain 1%
+    assert choose_merge(scores, errors, 0.01) == 0
     scores[7] = 0.33
-    assert choose_merge(scores, grid, 0.01) == 7
+    assert choose_merge(scores, errors, 0.01) == 7
+    errors[7] = 0.02  # +0.03 is 1.5 standard errors: noise
+    assert choose_merge(scores, errors, 0.01) == 0
+    assert choose_merge(scores, errors, 0.01, z=1.0) == 7
     assert merge_grid(20, 3, 20)[0] == Merge("raw", 0.0, 3)
+
+
+@pytest.mark.spark
+def test_metric_and_paired_error_by_hand(spark):
+    """Recall@2 of two settings over four users (one without any hit), and the standard
+    error of their paired per-user difference, against numpy."""
+    from jobs.cold_validation import metric_and_error
+
+    held = spark.createDataFrame(
+        [(0, 1), (0, 2), (1, 3), (2, 4), (2, 5), (2, 6), (3, 9)], "user_idx int, item_idx int"
+    )
+    lists = [
+        (0, 0, 1, 1), (0, 0, 7, 2), (0, 1, 3, 1), (0, 2, 8, 1), (0, 2, 9, 2),
+        (1, 0, 1, 1), (1, 0, 2, 2), (1, 1, 8, 1), (1, 2, 4, 1), (1, 2, 5, 2),
+    ]  # fmt: skip
+    df = spark.createDataFrame(lists, "setting int, user_idx int, item_idx int, rank int")
+    got = metric_and_error(df, held, "recall@2", 10, "setting", [0, 1])
+    first = np.array([1 / 2, 1, 0, 0])  # hits / min(|held|, 2), user 3 has no hit
+    second = np.array([1, 0, 1, 0])
+    d = second - first
+    assert got[0][0] == pytest.approx(first.mean())
+    assert got[1][0] == pytest.approx(second.mean())
+    assert got[0][1] == pytest.approx(0.0)
+    assert got[1][1] == pytest.approx(np.sqrt(d.var() / 4))
