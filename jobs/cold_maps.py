@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs import columns as C
-from jobs.cold_validation import ValidationSet, metric_by
+from jobs.cold_validation import ValidationSet, metric_and_error
 from jobs.config import Config
 from jobs.knn_map import knn_vectors
 from jobs.projection import FIT, accumulate_stats, ridge_solutions, with_bias
@@ -126,10 +126,11 @@ def blend_vectors(
 
 def rank_settings(
     val: ValidationSet, vectors: DataFrame, settings: list[int], cfg: Config
-) -> dict[int, float]:
-    """The validation metric of each setting: every validation user ranks the pseudo-cold
-    items (``vectors(item_idx, setting, vector)``) among themselves, one item group per
-    setting, against their held-out pairs on those items."""
+) -> dict[int, tuple[float, float]]:
+    """The validation metric of each setting and the standard error of its paired per-user
+    difference from the first setting's: every validation user ranks the pseudo-cold items
+    (``vectors(item_idx, setting, vector)``) among themselves, one item group per setting,
+    against their held-out pairs on those items."""
     k = cfg.recommend.k
     lists = recommend_top_k(
         val.users,
@@ -141,25 +142,34 @@ def rank_settings(
         item_group_col=SETTING,
     )
     held = val.held.join(val.pseudo_cold, C.ITEM_IDX, "left_semi")
-    return metric_by(lists, held, cfg.validation.metric, k, SETTING, settings)
+    return metric_and_error(lists, held, cfg.validation.metric, k, SETTING, settings)
 
 
 def choose_map(
-    val: ValidationSet, embeddings: DataFrame, min_interactions: int, cfg: Config, dim: int
+    val: ValidationSet,
+    embeddings: DataFrame,
+    cfg: Config,
+    *,
+    dim: int,
+    base_lambda: float,
 ) -> tuple[TextMap, list[dict], DataFrame]:
-    """The best map setting on validation (of the kinds ``projection.map`` allows), every
-    setting tried with its figure, and the pseudo-cold items' vectors under the best
-    ``(item_idx, vector)``. ``embeddings`` is ``(item_idx, embedding)``."""
+    """The map setting chosen on validation (of the kinds ``projection.map`` allows), every
+    setting tried with its figure, and the pseudo-cold items' vectors under the choice
+    ``(item_idx, vector)``. ``embeddings`` is ``(item_idx, embedding)``.
+
+    Every figure comes with the standard error of its paired per-user difference from the
+    ridge at ``base_lambda`` (the λ of least held-out error), which wins ties."""
     p = cfg.projection
     counts = val.seen.groupBy(C.ITEM_IDX).agg(F.count(F.lit(1)).alias("_n"))
     warm = (
-        val.item_factors.join(counts.filter(F.col("_n") >= min_interactions), C.ITEM_IDX)
+        val.item_factors.join(counts.filter(F.col("_n") >= p.min_interactions), C.ITEM_IDX)
         .join(embeddings, C.ITEM_IDX)
         .select(C.ITEM_IDX, EMBEDDING, C.FACTORS)
         .localCheckpoint()
     )
     queries = embeddings.join(val.pseudo_cold, C.ITEM_IDX).localCheckpoint()
     lambdas = list(p.lambdas)
+    base = lambdas.index(base_lambda)
     ws = ridge_maps(warm, lambdas, dim, cfg.wals.rank)
     knn_settings = [(k, t) for k in p.knn_ks for t in p.knn_temperatures]
     maps = [TextMap("ridge", lam=lam) for lam in lambdas]
@@ -169,12 +179,11 @@ def choose_map(
         queries, warm, knn_settings, items_per_block=cfg.recommend.items_per_block
     )
     knn_rows = knn_rows.withColumn(SETTING, F.col(SETTING) + F.lit(len(lambdas))).localCheckpoint()
-    scores = rank_settings(val, ridge_rows.unionByName(knn_rows), list(range(len(maps))), cfg)
-    tried = [
-        {"map": m.to_dict(), "label": m.label(), "value": scores[i]} for i, m in enumerate(maps)
-    ]
-    best_ridge = max(range(len(lambdas)), key=lambda i: (scores[i], -i))
-    best_knn = max(range(len(lambdas), len(maps)), key=lambda i: (scores[i], -i))
+    order = [base, *[i for i in range(len(maps)) if i != base]]
+    figures = rank_settings(val, ridge_rows.unionByName(knn_rows), order, cfg)
+    best_ridge = max(range(len(lambdas)), key=lambda i: (figures[i][0], -i))
+    best_knn = max(range(len(lambdas), len(maps)), key=lambda i: (figures[i][0], -i))
+    rows = None
     if p.map in ("auto", "blend"):
         r, kn = maps[best_ridge], maps[best_knn]
         blends = [
@@ -187,23 +196,27 @@ def choose_map(
             list(p.blend_weights),
             first=len(maps),
         )
-        blend_scores = rank_settings(
-            val, rows, list(range(len(maps), len(maps) + len(blends))), cfg
-        )
-        for i, m in enumerate(blends):
-            tried.append(
-                {"map": m.to_dict(), "label": m.label(), "value": blend_scores[len(maps) + i]}
-            )
+        # The base ridge ranked again beside the blends: their errors are paired with it.
+        rows = ridge_rows.filter(F.col(SETTING) == base).unionByName(rows)
+        blend_ids = list(range(len(maps), len(maps) + len(blends)))
+        blend_figures = rank_settings(val, rows, [base, *blend_ids], cfg)
+        figures.update({i: blend_figures[i] for i in blend_ids})
         maps += blends
-        scores.update(blend_scores)
+    tried = [
+        {
+            "map": m.to_dict(),
+            "label": m.label(),
+            "value": round(figures[i][0], 6),
+            "standard_error_vs_base": round(figures[i][1], 6),
+        }
+        for i, m in enumerate(maps)
+    ]
     allowed = [i for i, m in enumerate(maps) if p.map == "auto" or m.kind == p.map]
-    # Ties go to the earlier (simpler) setting: ridge before knn before blend.
-    best = max(allowed, key=lambda i: (scores[i], -i))
-    if maps[best].kind == "blend":
-        chosen = rows.filter(F.col(SETTING) == best)
-    else:
-        chosen = ridge_rows.unionByName(knn_rows).filter(F.col(SETTING) == best)
-    chosen = chosen.select(C.ITEM_IDX, C.VECTOR).localCheckpoint()
+    # Ties go to the ridge of least held-out error, then to the earlier (simpler) setting:
+    # ridge before knn before blend.
+    best = max(allowed, key=lambda i: (figures[i][0], i == base, -i))
+    source = rows if maps[best].kind == "blend" else ridge_rows.unionByName(knn_rows)
+    chosen = source.filter(F.col(SETTING) == best).select(C.ITEM_IDX, C.VECTOR).localCheckpoint()
     for df in (ridge_rows, knn_rows, warm, queries):
         df.unpersist()
     return maps[best], tried, chosen

@@ -134,18 +134,6 @@ def build_validation(
     return ValidationSet(users, item_factors, seen, held, pseudo_cold, counts)
 
 
-def metric_by(
-    lists: DataFrame, held: DataFrame, metric: str, k: int, by: str, groups: list[int]
-) -> dict[int, float]:
-    """``metric`` (``recall@K`` or ``ndcg@K``, K cut to ``k``) of ``lists(by, user_idx,
-    item_idx, rank)`` against ``held(user_idx, item_idx)`` for each of ``groups`` (values
-    of ``by``); averaged over the users of ``held``, a user without a list or a hit counting
-    0 (as in :func:`jobs.metrics.ranking_metrics`)."""
-    return {
-        g: mean for g, (mean, _) in metric_and_error(lists, held, metric, k, by, groups).items()
-    }
-
-
 def metric_and_error(
     lists: DataFrame,
     held: DataFrame,
@@ -154,8 +142,11 @@ def metric_and_error(
     by: str,
     groups: list[int],
 ) -> dict[int, tuple[float, float]]:
-    """For each group: the metric (as :func:`metric_by`) and the standard error of its
-    paired per-user difference from the first group's, ``√(var(d) / n)`` with ``d`` the
+    """For each of ``groups`` (values of ``by``): ``metric`` (``recall@K`` or ``ndcg@K``, K
+    cut to ``k``) of ``lists(by, user_idx, item_idx, rank)`` against ``held(user_idx,
+    item_idx)``, averaged over the users of ``held`` (a user without a list or a hit counts
+    0, as in :func:`jobs.metrics.ranking_metrics`), and the standard error of its paired
+    per-user difference from the first group's, ``√(var(d) / n)`` with ``d`` the
     users' differences (users without hits count 0 on both sides). Three small
     aggregations over the users' values, whatever the number of groups."""
     name, cut = metric_cut(metric) or ("recall", 20)

@@ -126,6 +126,7 @@ def choose_on_validation(
     n_cold: int,
     n_items: int,
     dim: int,
+    base_lambda: float,
 ) -> tuple[TextMap | None, Merge | None, Moments | None, dict[str, Any]]:
     """The text map and the merge chosen on the validation split (:mod:`jobs.cold_validation`),
     the pseudo-cold vectors' moments, and what was tried; ``None``s when validation has no
@@ -151,7 +152,7 @@ def choose_on_validation(
         val.release()
         return None, None, None, record
     text_map, maps_tried, pseudo = choose_map(
-        val, embeddings, cfg.projection.min_interactions, cfg, dim
+        val, embeddings, cfg, dim=dim, base_lambda=base_lambda
     )
     lap("maps")
     merge, merges_tried, cold_moments = validate_merge(val, pseudo, cfg)
@@ -218,7 +219,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         if needs_validation(cfg):
             chosen_map, chosen_merge, val_moments, report["validation"] = choose_on_validation(
                 spark, run_, cfg, interactions, embeddings.select(C.ITEM_IDX, EMBEDDING),
-                n_cold=n_cold, n_items=n_items, dim=dim,
+                n_cold=n_cold, n_items=n_items, dim=dim, base_lambda=best_r2,
             )  # fmt: skip
             text_map = chosen_map or text_map
             merge = chosen_merge or merge

@@ -94,6 +94,12 @@ def test_what_was_tried_and_chosen_is_recorded_and_applied(runs, spark):
     assert labels[:6] == [f"ridge(lambda={lam:g})" for lam in (1, 3, 10, 30, 100, 300)]
     assert {"knn(K=5, T=0.05)", "knn(K=20, T=0.05)"} <= set(labels)
     assert any(label.startswith("blend(") for label in labels)
+    # The best on validation, the ridge of least held-out error winning ties.
+    tried = validation["maps_tried"]
+    base = {"kind": "ridge", "lam": project["fit"]["lambda_by_r2"]}
+    best = max(tried, key=lambda t: (t["value"], t["map"] == base))
+    assert validation["map_chosen"] == best["label"] and project["map"] == best["map"]
+    assert next(t for t in tried if t["map"] == base)["standard_error_vs_base"] == 0.0
     merges = validation["merges_tried"]
     assert merges[0]["label"] == "raw"
     assert all(0.0 <= m["value"] <= 1.0 and m["cold_share"] <= 1.0 for m in merges)
