@@ -29,6 +29,7 @@ from jobs.cold_maps import TextMap, choose_map, map_vectors
 from jobs.cold_validation import build_validation
 from jobs.config import Config
 from jobs.errors import InputDataError
+from jobs.merge_choice import validate_merge
 from jobs.projection import (
     FIT,
     HELD_OUT,
@@ -45,7 +46,6 @@ from jobs.score_merge import (
     Moments,
     configured_merge,
     moments_frame,
-    validate_merge,
     vector_moments,
 )
 from jobs.spark import in_canonical_order

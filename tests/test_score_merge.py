@@ -5,6 +5,7 @@ import pytest
 
 from jobs import columns as C
 from jobs.config import RecommendConfig
+from jobs.merge_choice import choose_merge, merge_grid
 from jobs.recommend import top_k_lists
 from jobs.score_merge import (
     COLD,
@@ -12,8 +13,6 @@ from jobs.score_merge import (
     WARM_SOURCE,
     Merge,
     Moments,
-    choose_merge,
-    merge_grid,
     merged_top_k,
     select_merged,
     standardized_cold_scores,
