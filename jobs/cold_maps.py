@@ -160,9 +160,9 @@ def choose_map(
     Every figure comes with the standard error of its paired per-user difference from the
     ridge at ``base_lambda`` (the λ of least held-out error), which wins ties."""
     p = cfg.projection
-    counts = val.seen.groupBy(C.ITEM_IDX).agg(F.count(F.lit(1)).alias("_n"))
+    enough = val.item_counts.filter(F.col("n") >= p.min_interactions).select(C.ITEM_IDX)
     warm = (
-        val.item_factors.join(counts.filter(F.col("_n") >= p.min_interactions), C.ITEM_IDX)
+        val.item_factors.join(enough, C.ITEM_IDX)
         .join(embeddings, C.ITEM_IDX)
         .select(C.ITEM_IDX, EMBEDDING, C.FACTORS)
         .localCheckpoint()

@@ -40,11 +40,13 @@ class ValidationSet:
     seen: DataFrame  # (user_idx, item_idx): the validation model's training pairs
     held: DataFrame  # (user_idx, item_idx): validation pairs of the scored users
     pseudo_cold: DataFrame  # (item_idx): warm items held out entirely
+    item_counts: DataFrame  # (item_idx, n): the validation model's training pairs per item
     counts: dict[str, Any]
 
     def release(self) -> None:
         for df in (self.users, self.item_factors, self.seen, self.held, self.pseudo_cold):
             df.unpersist()
+        self.item_counts.unpersist()
 
 
 def pseudo_cold_share(configured: float | None, n_cold: int, n_items: int) -> float:
@@ -121,6 +123,7 @@ def build_validation(
         .filter(cold_item_flag(train, fraction=share, seed=v.seed))
         .localCheckpoint()
     )
+    item_counts = fit.groupBy(C.ITEM_IDX).agg(F.count(F.lit(1)).alias("n")).localCheckpoint()
     counts = {
         "pseudo_cold_fraction": round(share, 4),
         "pseudo_cold_items": pseudo_cold.count(),
@@ -131,7 +134,7 @@ def build_validation(
     }
     rows.unpersist()
     storage.delete(held.sparkSession, checkpoint_dir)
-    return ValidationSet(users, item_factors, seen, held, pseudo_cold, counts)
+    return ValidationSet(users, item_factors, seen, held, pseudo_cold, item_counts, counts)
 
 
 def metric_and_error(
