@@ -225,7 +225,8 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
         "overrides": [f"output.root=out/{HOSTILE}", "wals.rank=4"],
         "submit_options": ["--master", "local[1]", "--conf", f"spark.app.name={HOSTILE}"],
     }
-    lean = ["data.items.text_template=null", "split.holdout=none"]
+    # Nothing held out: the demo config's cold items go too (they need a holdout).
+    lean = ["data.items.text_template=null", "split.holdout=none", "split.cold_item_fraction=0"]
     full, variable, refresh, lean = run_dag(
         tmp_path,
         [
