@@ -12,7 +12,8 @@
    solved items).
 2. text: new or changed item texts are embedded (the embedding cache keeps a text seen
    before from being encoded again; the run's item_embeddings table is a layer over the
-   base's); items without interactions get the base run's projection W.
+   base's); items without interactions get the base run's text map (its W, or its warm
+   items as kNN neighbours, :mod:`jobs.cold_maps`).
 3. users with new interactions are folded in against the item vectors (closed form);
    then items that grew are folded in against the user vectors (the item step of ALS, same
    closed form with the roles swapped): items whose new pairs are at least
@@ -26,6 +27,9 @@
    (or their list is shorter than k). Any other user's list is provably the same as a full
    re-score with the new vectors: no item in or above it moved, so it is kept. When half
    or more of the items changed, everyone is re-scored (checking would cost as much).
+   Lists are scored under the base run's merge of projected and WALS scores
+   (:mod:`jobs.score_merge`, its ``score_scale`` moments), changed cold items checked on
+   that scale.
 5. the new lists are published atomically. A full retrain stays the weekly path.
 """
 
