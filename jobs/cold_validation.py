@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from jobs import columns as C
 from jobs import storage
 from jobs.config import Config, metric_cut
+from jobs.metrics import ideal_dcg
 from jobs.splitting import cold_item_flag, split_interactions
 from jobs.train_wals import fit_factors
 
@@ -166,12 +167,7 @@ def metric_and_error(
         per_user = F.count(F.lit(1)) / F.least(F.first("n_rel"), F.lit(cut))
     else:
         dcg = F.sum(F.lit(1.0) / F.log2(F.col(C.RANK).cast("double") + 1))
-        ideal = F.aggregate(
-            F.sequence(F.lit(1), F.least(F.first("n_rel"), F.lit(cut))),
-            F.lit(0.0),
-            lambda acc, i: acc + F.lit(1.0) / F.log2(i.cast("double") + 1),
-        )
-        per_user = dcg / ideal
+        per_user = dcg / ideal_dcg(F.first("n_rel"), cut)
     values = hits.groupBy(by, C.USER_IDX).agg(per_user.alias("v")).localCheckpoint()
     sums = {
         int(r[by]): (float(r["s"]), float(r["s2"]))

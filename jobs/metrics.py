@@ -23,7 +23,7 @@ from jobs import columns as C
 METRICS = ("recall", "precision", "ndcg", "map", "hit_rate", "coverage", "cold_share")
 
 
-def _idcg(n_relevant: F.Column, k: int) -> F.Column:
+def ideal_dcg(n_relevant: F.Column, k: int) -> F.Column:
     positions = F.sequence(F.lit(1), F.least(n_relevant, F.lit(k)))
     return F.aggregate(
         positions, F.lit(0.0), lambda acc, i: acc + F.lit(1.0) / F.log2(i.cast("double") + 1)
@@ -101,7 +101,7 @@ def ranking_metrics(
         means += [
             F.avg(hits / denom).alias(f"recall@{k}"),
             F.avg(hits / F.lit(k)).alias(f"precision@{k}"),
-            F.avg(F.col(f"dcg_{k}") / _idcg(F.col("n_rel"), k)).alias(f"ndcg@{k}"),
+            F.avg(F.col(f"dcg_{k}") / ideal_dcg(F.col("n_rel"), k)).alias(f"ndcg@{k}"),
             F.avg(F.col(f"ap_{k}") / denom).alias(f"map@{k}"),
             F.avg(F.when(hits > 0, 1.0).otherwise(0.0)).alias(f"hit_rate@{k}"),
             # No slots at all: null (ANSI mode refuses x / 0), 0.0 below.

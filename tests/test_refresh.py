@@ -98,19 +98,12 @@ def full_rescore(spark, root, merge):
     ).drop(C.USER_ID)
 
 
-def test_kept_and_recomputed_lists_equal_a_full_rescore(spark, refreshed):
-    from jobs.score_merge import Merge
-
-    root = refreshed["root"]
+def assert_published_is_a_full_rescore(spark, root, merge, *, rtol, atol):
+    """The published lists equal every user's list scored again under ``merge`` (151 users,
+    k 10); returns the published lists."""
     users, items = read(spark, root, "users"), read(spark, root, "items")
-    stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
-    base = json.loads((root / "runs" / "base" / "manifest.json").read_text())["stages"]
-    # The refresh applies the base run's merge.
-    assert stages["refresh"]["merge"] == base["recommend"]["merge"]
-    assert stages["refresh"]["merge"] == {"method": "standardize", "offset": 0.0, "cold_slots": 0}
-    full = full_rescore(spark, root, Merge.from_dict(stages["refresh"]["merge"]))
     want = (
-        full.join(users, C.USER_IDX).join(items, C.ITEM_IDX)
+        full_rescore(spark, root, merge).join(users, C.USER_IDX).join(items, C.ITEM_IDX)
         .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).toPandas()
         .sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
     )  # fmt: skip
@@ -118,7 +111,21 @@ def test_kept_and_recomputed_lists_equal_a_full_rescore(spark, refreshed):
     got = got.sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
     assert len(got) == len(want) == 151 * 10
     assert (got[[C.USER_ID, C.RANK, C.ITEM_ID]] == want[[C.USER_ID, C.RANK, C.ITEM_ID]]).all().all()
-    np.testing.assert_allclose(got[C.SCORE], want[C.SCORE], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[C.SCORE], want[C.SCORE], rtol=rtol, atol=atol)
+    return got
+
+
+def test_kept_and_recomputed_lists_equal_a_full_rescore(spark, refreshed):
+    from jobs.score_merge import Merge
+
+    root = refreshed["root"]
+    stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
+    base = json.loads((root / "runs" / "base" / "manifest.json").read_text())["stages"]
+    # The refresh applies the base run's merge.
+    assert stages["refresh"]["merge"] == base["recommend"]["merge"]
+    assert stages["refresh"]["merge"] == {"method": "standardize", "offset": 0.0, "cold_slots": 0}
+    merge = Merge.from_dict(stages["refresh"]["merge"])
+    assert_published_is_a_full_rescore(spark, root, merge, rtol=1e-5, atol=1e-6)
     counts = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"][
         "refresh"
     ]["counts"]
@@ -402,18 +409,8 @@ def test_refresh_applies_the_base_runs_merge(spark, tmp_path):
     root = case["root"]
     stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
     assert stages["refresh"]["merge"] == Merge("standardize", 0.5, 2).to_dict()
-    users, items = read(spark, root, "users"), read(spark, root, "items")
-    full = full_rescore(spark, root, Merge("standardize", 0.5, 2))
-    want = (
-        full.join(users, C.USER_IDX).join(items, C.ITEM_IDX)
-        .select(C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE).toPandas()
-        .sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
-    )  # fmt: skip
-    got = spark.read.parquet(str(root / "recommendations")).toPandas()
-    got = got.sort_values([C.USER_ID, C.RANK]).reset_index(drop=True)
-    assert len(got) == len(want) == 151 * 10
-    assert (got[[C.USER_ID, C.RANK, C.ITEM_ID]] == want[[C.USER_ID, C.RANK, C.ITEM_ID]]).all().all()
-    np.testing.assert_allclose(got[C.SCORE], want[C.SCORE], rtol=1e-4, atol=1e-5)
+    merge = Merge("standardize", 0.5, 2)
+    got = assert_published_is_a_full_rescore(spark, root, merge, rtol=1e-4, atol=1e-5)
     cold = set(case["new_items"].item_id.iloc[1:])
     listed = got.groupby(C.USER_ID)[C.ITEM_ID].apply(lambda ids: len(cold & set(ids)))
     assert (listed == 2).all()

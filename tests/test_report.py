@@ -199,8 +199,8 @@ def hand_cold_share(spark, run_dir, cold_idx: set[int], k: int) -> float:
     return slots.item_idx.isin(cold_idx).mean()
 
 
-@pytest.mark.spark
-def test_evaluate_counts_cold_items_in_the_list_slots(spark, tmp_path, capsys):
+def scored_run(spark, tmp_path, run_id):
+    """A small synthetic run prepared, trained and scored (no text), ready to evaluate."""
     interactions, items = generate(n_users=80, n_items=60, n_interactions=1500, seed=11)
     write_csv(tmp_path, interactions, items)
     cfg = make_config(
@@ -209,7 +209,13 @@ def test_evaluate_counts_cold_items_in_the_list_slots(spark, tmp_path, capsys):
         **{"split.holdout": "random", "data.interactions.strength_col": "plays"},
     )
     for stage in (prepare, train_wals, recommend):
-        stage.run(spark, cfg, "cold")
+        stage.run(spark, cfg, run_id)
+    return cfg
+
+
+@pytest.mark.spark
+def test_evaluate_counts_cold_items_in_the_list_slots(spark, tmp_path, capsys):
+    cfg = scored_run(spark, tmp_path, "cold")
     # Stand in for the projection stage: every third item is marked as projected (cold).
     run = tables.open_run(spark, cfg, "cold", create=False)
     factors = tables.read_table(spark, run, "item_factors")
@@ -254,15 +260,7 @@ def test_evaluate_counts_cold_items_in_the_list_slots(spark, tmp_path, capsys):
 
 @pytest.mark.spark
 def test_evaluate_writes_the_report_into_the_run_directory(spark, tmp_path):
-    interactions, items = generate(n_users=80, n_items=60, n_interactions=1500, seed=11)
-    write_csv(tmp_path, interactions, items)
-    cfg = make_config(
-        tmp_path,
-        str(tmp_path / "interactions.csv"),
-        **{"split.holdout": "random", "data.interactions.strength_col": "plays"},
-    )
-    for stage in (prepare, train_wals, recommend):
-        stage.run(spark, cfg, "rep")
+    cfg = scored_run(spark, tmp_path, "rep")
     metrics = evaluate.run(spark, cfg, "rep")
     run_dir = tmp_path / "out" / "runs" / "rep"
     md = (run_dir / REPORT).read_text()
