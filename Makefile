@@ -26,7 +26,7 @@ install-airflow: $(VENV)/.airflow-installed
 TEXT_SIGNAL ?= 1.0
 
 demo: install
-	$(BIN)/python -m jobs.synthetic --out demo-data --text-signal $(TEXT_SIGNAL)
+	$(BIN)/python -m wals_roberta.jobs.data.synthetic --out demo-data --text-signal $(TEXT_SIGNAL)
 	$(BIN)/wals-roberta pipeline --config conf/demo.yaml
 
 test: install

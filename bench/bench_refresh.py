@@ -33,16 +33,16 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
 
-from jobs import cli  # noqa: E402
-from jobs.config import load_config  # noqa: E402
-from jobs.metrics import ranking_metrics  # noqa: E402
+from wals_roberta.jobs import cli  # noqa: E402
+from wals_roberta.jobs.config import load_config  # noqa: E402
+from wals_roberta.jobs.model.metrics import ranking_metrics  # noqa: E402
 
 
 def load(data: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """``(events, items, config overrides)``: MovieLens 100K from a directory, or
     ``synthetic:N`` for the generator's data at N interactions (text predicts taste)."""
     if data.startswith("synthetic:"):
-        from jobs.synthetic import generate
+        from wals_roberta.jobs.data.synthetic import generate
 
         n = int(float(data.split(":", 1)[1]))
         events, items = generate(n_users=max(200, n // 50), n_items=max(100, n // 200),
@@ -135,7 +135,7 @@ def main() -> int:
             out += ["--set", s]
         return out
 
-    from jobs.spark import build_session
+    from wals_roberta.jobs.runs.session import build_session
 
     # The local driver is the executor too: the default 1 GiB is short for 10^6+ rows.
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 6g pyspark-shell")

@@ -116,10 +116,10 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
     """Our stages and the baselines at one size (runs in its own process)."""
     import baselines
     from memory import PeakMemory
-
-    from jobs import pipeline, tables, train_wals
-    from jobs.config import load_config
-    from jobs.spark import build_session
+    from wals_roberta.jobs import pipeline, train_wals
+    from wals_roberta.jobs.config import load_config
+    from wals_roberta.jobs.runs import tables
+    from wals_roberta.jobs.runs.session import build_session
 
     name = label(size)
     data = ensure_data(size, args)

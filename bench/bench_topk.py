@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from udfs import topk  # noqa: E402
+from wals_roberta.udfs import topk  # noqa: E402
 
 
 def problem(n_users: int, n_items: int, rank: int, seed: int):

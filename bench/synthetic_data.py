@@ -1,6 +1,6 @@
 """Vectorised, deterministic synthetic data for the scale benchmark (10^5 to 10^7 rows).
 
-The same model as :mod:`jobs.synthetic` (users with a taste over latent topics, items in
+The same model as :mod:`data.synthetic` (users with a taste over latent topics, items in
 one topic, power-law activity and popularity, item text drawn from the topic's
 vocabulary so that text predicts taste), but drawn with array operations in chunks of
 users instead of one ``rng.choice`` per user, and written as Parquet:
@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.synthetic import FORMATS, TOPICS  # noqa: E402
+from wals_roberta.jobs.data.synthetic import FORMATS, TOPICS  # noqa: E402
 
 USERS_PER_CHUNK = 20_000
 # Share of interactions drawn from the user's topics; the rest follow global popularity.

@@ -47,7 +47,7 @@ BRANCH = "choose_path"
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # Exit code of the bash command for a stage this config does not have (BashOperator: skip).
 SKIP_EXIT_CODE = 99
-# Stages wals-roberta pipeline leaves out for some configs (jobs.pipeline.stages).
+# Stages wals-roberta pipeline leaves out for some configs (wals_roberta.jobs.pipeline.stages).
 OPTIONAL_STAGES = ("embed", "project", "evaluate")
 
 # Defaults when neither the DAG run's params nor an Airflow Variable give a value.
@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
 
 # The only command any task runs. Settings come from the environment, always quoted; the
 # lists are one argument per line. Stages a config does not have exit 99 (skipped), as
-# decided by the project's own jobs.pipeline.stages.
+# decided by the project's own wals_roberta.jobs.pipeline.stages.
 STAGE_COMMAND = r"""set -euo pipefail
 cd -- "$WR_REPO"
 py="${PYSPARK_PYTHON:-}"
@@ -83,9 +83,9 @@ if [[ " $WR_OPTIONAL_STAGES " == *" $WR_STAGE "* ]]; then
   "$py" - "$WR_STAGE" "$WR_CONFIG" "${overrides[@]}" <<'PY'
 import sys
 
-from jobs.config import load_config
-from jobs.errors import WalsRobertaError
-from jobs.pipeline import stages
+from wals_roberta.jobs.config import load_config
+from wals_roberta.jobs.runs.errors import WalsRobertaError
+from wals_roberta.jobs.pipeline import stages
 
 stage, config, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 try:

@@ -8,20 +8,20 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from jobs.errors import WalsRobertaError
+from wals_roberta.jobs.runs.errors import WalsRobertaError
 
 # stage -> (module, function); imported only when the stage runs.
 STAGES: dict[str, tuple[str, str]] = {
-    "prepare": ("jobs.prepare", "run"),
-    "train": ("jobs.train_wals", "run"),
-    "embed": ("jobs.embed_items", "run"),
-    "project": ("jobs.project_items", "run"),
-    "recommend": ("jobs.recommend", "run"),
-    "evaluate": ("jobs.evaluate", "run"),
-    "publish": ("jobs.pipeline", "publish_run"),
-    "pipeline": ("jobs.pipeline", "run"),
-    "refresh": ("jobs.refresh", "run"),
-    "tune": ("jobs.tune", "run"),
+    "prepare": ("wals_roberta.jobs.prepare", "run"),
+    "train": ("wals_roberta.jobs.train_wals", "run"),
+    "embed": ("wals_roberta.jobs.embed_items", "run"),
+    "project": ("wals_roberta.jobs.project_items", "run"),
+    "recommend": ("wals_roberta.jobs.recommend", "run"),
+    "evaluate": ("wals_roberta.jobs.evaluate", "run"),
+    "publish": ("wals_roberta.jobs.pipeline", "publish_run"),
+    "pipeline": ("wals_roberta.jobs.pipeline", "run"),
+    "refresh": ("wals_roberta.jobs.refresh", "run"),
+    "tune": ("wals_roberta.jobs.tune", "run"),
 }
 
 
@@ -56,13 +56,12 @@ def stage_function(stage: str) -> Callable[..., Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from jobs.config import load_config
+    from wals_roberta.jobs.config import load_config
 
     try:
         cfg = load_config(args.config, args.overrides)
         from pyspark.sql import SparkSession
-
-        from jobs.spark import build_session
+        from wals_roberta.jobs.runs.session import build_session
 
         owns_session = SparkSession.getActiveSession() is None
         spark = build_session(cfg)

@@ -14,13 +14,12 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import storage, tables
-from jobs.config import Config, EncoderConfig
-from jobs.errors import ConfigError
-from jobs.item_text import TEXT, TEXT_HASH
-from udfs.text_encoder import EncoderSpec, embedding_udf, encoder_fingerprint
+from wals_roberta.jobs.config import Config, EncoderConfig
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.item_text import TEXT, TEXT_HASH
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import ConfigError
+from wals_roberta.udfs.text_encoder import EncoderSpec, embedding_udf, encoder_fingerprint
 
 EMBEDDING = "embedding"
 FINGERPRINT = "fingerprint"
@@ -158,7 +157,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("embed", argv)
 

@@ -1,7 +1,7 @@
 """Stage ``evaluate``: ranking metrics of the run's lists on the held-out split, per segment
 (all, warm items, cold items, held-out users), against baselines scored on the same split,
 with the share of list slots that hold cold items (``cold_share@K``). Writes ``metrics.json``
-and the report (``report.md``, ``recall_at_k.svg``, see :mod:`jobs.report`) in the run
+and the report (``report.md``, ``recall_at_k.svg``, see :mod:`runs.report`) in the run
 directory and prints a table per segment and a line on the cold items."""
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import storage, tables
-from jobs.config import Config, RecommendConfig
-from jobs.errors import ConfigError
-from jobs.metrics import format_table, ranking_metrics
-from jobs.recommend import known_history, seen_items, top_k_lists
-from jobs.report import cold_summary, write_report
-from jobs.train_wals import fit_wals
+from wals_roberta.jobs.config import Config, RecommendConfig
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.metrics import format_table, ranking_metrics
+from wals_roberta.jobs.recommend import known_history, seen_items, top_k_lists
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import ConfigError
+from wals_roberta.jobs.runs.report import cold_summary, write_report
+from wals_roberta.jobs.train_wals import fit_wals
 
 RANDOM_DIM = 16
 
@@ -55,7 +54,7 @@ def evaluate_lists(
     n_catalog_items: int,
     cold_items: DataFrame | None = None,
 ) -> dict[str, dict[str, float]]:
-    """:func:`~jobs.metrics.ranking_metrics` of every method's lists, in the given order."""
+    """:func:`~model.metrics.ranking_metrics` of every method's lists, in the given order."""
     return {
         name: ranking_metrics(df, test, ks, n_catalog_items=n_catalog_items, cold_items=cold_items)
         for name, df in lists.items()
@@ -272,7 +271,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("evaluate", argv)
 

@@ -9,19 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import SparkSession
-
-from jobs import (
-    embed_items,
-    evaluate,
-    prepare,
-    project_items,
-    recommend,
-    tables,
-    tracking,
-    train_wals,
-)
-from jobs.config import Config
-from jobs.errors import RunStateError
+from wals_roberta.jobs import embed_items, evaluate, prepare, project_items, recommend, train_wals
+from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.runs import tables, tracking
+from wals_roberta.jobs.runs.errors import RunStateError
 
 
 def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -116,7 +107,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("pipeline", argv)
 

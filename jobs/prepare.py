@@ -12,13 +12,10 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import tables
-from jobs.config import Config
-from jobs.errors import ConfigError, InputDataError
-from jobs.indexing import assign_dense_index
-from jobs.inputs import (
+from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.indexing import assign_dense_index
+from wals_roberta.jobs.data.inputs import (
     CheckedRows,
     check_rows,
     id_column,
@@ -28,8 +25,10 @@ from jobs.inputs import (
     require_columns,
     timestamp_seconds,
 )
-from jobs.item_text import TEXT, TEXT_HASH, catalog_text, check_template
-from jobs.splitting import split_interactions
+from wals_roberta.jobs.data.item_text import TEXT, TEXT_HASH, catalog_text, check_template
+from wals_roberta.jobs.data.splitting import split_interactions
+from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.errors import ConfigError, InputDataError
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -273,7 +272,7 @@ def _check_accounting(counts: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("prepare", argv)
 

@@ -1,11 +1,11 @@
 """Stage ``project``: map text embeddings into the WALS space; build ``item_vectors``.
 
-1. The text map (ridge, kNN or their blend, :mod:`jobs.cold_maps`) and the merge of
-   projected and WALS scores (:mod:`jobs.score_merge`) are chosen on a validation split
-   carved from the training rows (:mod:`jobs.cold_validation`), unless the config fixes
+1. The text map (ridge, kNN or their blend, :mod:`cold.maps`) and the merge of
+   projected and WALS scores (:mod:`cold.merge`) are chosen on a validation split
+   carved from the training rows (:mod:`cold.validation`), unless the config fixes
    them; what was tried and chosen goes to the manifest.
 2. Warm items (at least ``projection.min_interactions`` training interactions) fit the map
-   to the run's factors (the ridge ``[embedding, 1] → factors`` by :mod:`jobs.projection`).
+   to the run's factors (the ridge ``[embedding, 1] → factors`` by :mod:`model.projection`).
    Then every item gets one vector:
 ``wals`` (its factors), ``blended`` (``w·v_wals + (1−w)·v_proj``, ``w = n / (n + s)``, when
 ``projection.blend_shrinkage`` s > 0) or ``projected`` (text but no training interactions).
@@ -22,23 +22,8 @@ from typing import Any
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import storage, tables
-from jobs.cold_maps import TextMap, choose_map, map_vectors
-from jobs.cold_validation import build_validation
-from jobs.config import Config
-from jobs.errors import InputDataError
-from jobs.merge_choice import validate_merge
-from jobs.projection import (
-    FIT,
-    HELD_OUT,
-    accumulate_stats,
-    choose_lambda,
-    project_embeddings,
-    ridge_solutions,
-)
-from jobs.score_merge import (
+from wals_roberta.jobs.cold.maps import TextMap, choose_map, map_vectors
+from wals_roberta.jobs.cold.merge import (
     COLD_SOURCE,
     MIN_SCALE_ITEMS,
     WARM_SOURCE,
@@ -48,7 +33,21 @@ from jobs.score_merge import (
     moments_frame,
     vector_moments,
 )
-from jobs.spark import in_canonical_order
+from wals_roberta.jobs.cold.merge_choice import validate_merge
+from wals_roberta.jobs.cold.validation import build_validation
+from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.projection import (
+    FIT,
+    HELD_OUT,
+    accumulate_stats,
+    choose_lambda,
+    project_embeddings,
+    ridge_solutions,
+)
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import InputDataError
+from wals_roberta.jobs.runs.session import in_canonical_order
 
 EMBEDDING = "embedding"
 PROJECTED = "projected"
@@ -128,7 +127,7 @@ def choose_on_validation(
     dim: int,
     base_lambda: float,
 ) -> tuple[TextMap | None, Merge | None, Moments | None, dict[str, Any]]:
-    """The text map and the merge chosen on the validation split (:mod:`jobs.cold_validation`),
+    """The text map and the merge chosen on the validation split (:mod:`cold.validation`),
     the pseudo-cold vectors' moments, and what was tried; ``None``s when validation has no
     pseudo-cold pairs to rank."""
     checkpoints = storage.join(run.root, "checkpoints", f"{run.run_id}-validation")
@@ -306,7 +305,7 @@ def source_moments(item_vectors: DataFrame, val_cold: Moments | None) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("project", argv)
 

@@ -2,10 +2,10 @@
 
 Writes ``recommendations(user_id, rank, item_id, score)`` with original ids, rank from 1.
 Projected (cold) and WALS scores share the lists by the merge the project stage chose on
-validation, or the configured one (:mod:`jobs.score_merge`).
+validation, or the configured one (:mod:`cold.merge`).
 Scoring runs on executors in :mod:`udfs.topk` (blocked matrix products, ``torch.topk``).
 Users with known history but no trained factors (held-out users, users who arrived after
-training) are folded in first (:mod:`jobs.fold_in`) and written to ``fold_in_factors``;
+training) are folded in first (:mod:`model.fold_in`) and written to ``fold_in_factors``;
 they get lists like everyone else.
 """
 
@@ -15,13 +15,12 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import tables
-from jobs.config import Config, RecommendConfig
-from jobs.fold_in import fold_in_users
-from jobs.score_merge import Merge, configured_merge, merged_top_k, read_moments
-from udfs.topk import recommend_top_k
+from wals_roberta.jobs.cold.merge import Merge, configured_merge, merged_top_k, read_moments
+from wals_roberta.jobs.config import Config, RecommendConfig
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.fold_in import fold_in_users
+from wals_roberta.jobs.runs import tables
+from wals_roberta.udfs.topk import recommend_top_k
 
 
 def known_history(interactions: DataFrame) -> DataFrame:
@@ -158,7 +157,7 @@ def scored_lists(
 ) -> DataFrame:
     """``([carry,] user_idx, item_idx, score, rank)``: one top-k over every item when the
     merge is plain raw scores (or there is no source column), else the two sources merged
-    (:func:`jobs.score_merge.merged_top_k`)."""
+    (:func:`cold.merge.merged_top_k`)."""
     if merge.is_plain or vector_col != C.VECTOR:
         return top_k_lists(users, item_vectors, seen, rc, item_vector_col=vector_col, carry=carry)
 
@@ -217,7 +216,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("recommend", argv)
 

@@ -6,14 +6,14 @@
 1. ids: known users and items keep their indexes, new ones are numbered after them;
    interactions of a known (user, item) pair are merged into it (strengths summed). Only
    the merged and new pairs are written: the run's interactions table is a layer over the
-   base run's (``jobs.tables.write_layer``), compacted every MAX_LAYERS refreshes; so are
+   base run's (``runs.tables.write_layer``), compacted every MAX_LAYERS refreshes; so are
    its users and items tables (the new ids, and the items whose text changed) and, in
    step 3, its user_factors (the folded-in users) and item_vectors (the projected and the
    solved items).
 2. text: new or changed item texts are embedded (the embedding cache keeps a text seen
    before from being encoded again; the run's item_embeddings table is a layer over the
    base's); items without interactions get the base run's text map (its W, or its warm
-   items as kNN neighbours, :mod:`jobs.cold_maps`).
+   items as kNN neighbours, :mod:`cold.maps`).
 3. users with new interactions are folded in against the item vectors (closed form);
    then items that grew are folded in against the user vectors (the item step of ALS, same
    closed form with the roles swapped): items whose new pairs are at least
@@ -28,7 +28,7 @@
    re-score with the new vectors: no item in or above it moved, so it is kept. When half
    or more of the items changed, everyone is re-scored (checking would cost as much).
    Lists are scored under the base run's merge of projected and WALS scores
-   (:mod:`jobs.score_merge`, its ``score_scale`` moments), changed cold items checked on
+   (:mod:`cold.merge`, its ``score_scale`` moments), changed cold items checked on
    that scale.
 5. the new lists are published atomically. A full retrain stays the weekly path.
 """
@@ -41,26 +41,9 @@ from typing import Any
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import embed_items, storage, tables
-from jobs.cold_maps import TextMap, map_vectors
-from jobs.config import Config
-from jobs.errors import ConfigError, InputDataError, RunStateError
-from jobs.fold_in import fold_in_users
-from jobs.indexing import INT32_MAX, assign_dense_index
-from jobs.item_text import TEXT, TEXT_HASH
-from jobs.pipeline import publish_run
-from jobs.prepare import confidence_rating, read_catalog, read_interactions
-from jobs.project_items import EMBEDDING, read_weights
-from jobs.recommend import (
-    applied_choice,
-    known_history,
-    scored_lists,
-    seen_items,
-    with_original_ids,
-)
-from jobs.score_merge import (
+from wals_roberta.jobs import embed_items
+from wals_roberta.jobs.cold.maps import TextMap, map_vectors
+from wals_roberta.jobs.cold.merge import (
     COLD_SOURCE,
     WARM_SOURCE,
     Merge,
@@ -68,9 +51,26 @@ from jobs.score_merge import (
     read_moments,
     with_bias_column,
 )
-from jobs.spark import small
-from udfs.text_encoder import encoder_fingerprint
-from udfs.topk import reaching_pairs
+from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.indexing import INT32_MAX, assign_dense_index
+from wals_roberta.jobs.data.item_text import TEXT, TEXT_HASH
+from wals_roberta.jobs.model.fold_in import fold_in_users
+from wals_roberta.jobs.pipeline import publish_run
+from wals_roberta.jobs.prepare import confidence_rating, read_catalog, read_interactions
+from wals_roberta.jobs.project_items import EMBEDDING, read_weights
+from wals_roberta.jobs.recommend import (
+    applied_choice,
+    known_history,
+    scored_lists,
+    seen_items,
+    with_original_ids,
+)
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import ConfigError, InputDataError, RunStateError
+from wals_roberta.jobs.runs.session import small
+from wals_roberta.udfs.text_encoder import encoder_fingerprint
+from wals_roberta.udfs.topk import reaching_pairs
 
 KTH = "kth"
 COLD_KTH = "cold_kth"
@@ -158,7 +158,7 @@ def merge_interactions(
     n_events)`` touch, merged with the base interactions ``old``: a known pair sums
     strengths and events and keeps the latest time and its split; a new pair is training
     data. Ratings follow from the merged strength. Every other base row stays as it is
-    (the run's table is a layer over the base's, :func:`jobs.tables.write_layer`).
+    (the run's table is a layer over the base's, :func:`runs.tables.write_layer`).
 
     The base rows of touched pairs come by a semi-join against those pairs, broadcast when
     ``new_pairs`` (the delta's distinct pairs, if known) is small, so the base table is not
@@ -284,7 +284,7 @@ def rescore_users(
     against them in one pass (:func:`udfs.topk.reaching_pairs`), which yields the pairs
     reaching the user's k-th score; only those pairs are looked up among the seen ones (a
     seen item never enters a list). Under a merge other than plain raw scores
-    (:mod:`jobs.score_merge`), changed cold items are checked on the merged scale (the user
+    (:mod:`cold.merge`), changed cold items are checked on the merged scale (the user
     vector ``[a·x, c]`` against ``[v, 1]``), against the lower of the k-th score and, with
     reserved slots, the user's ``cold_slots``-th listed cold score (``cold_ids``: the
     ``item_id`` of the base run's cold items). When at least half of the items changed,
@@ -663,7 +663,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("refresh", argv)
 

@@ -3,7 +3,7 @@
 Writes ``user_factors(user_idx, user_id, factors)``, ``item_factors(item_idx, item_id,
 factors)`` and, with ``wals.solver: mllib`` (Spark MLlib's ALS, the default), the saved
 ``ALSModel`` under ``als_model``; ``wals.solver: cg`` solves the same objective by conjugate
-gradient (:mod:`jobs.wals_cg`).
+gradient (:mod:`model.wals_cg`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import storage, tables
-from jobs.config import Config, WalsConfig
-from jobs.spark import in_canonical_order
-from jobs.wals_cg import fit_wals_cg
+from wals_roberta.jobs.config import Config, WalsConfig
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.wals_cg import fit_wals_cg
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.session import in_canonical_order
 
 
 def build_als(w: WalsConfig) -> ALS:
@@ -66,7 +65,7 @@ def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
 
 
 def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFrame, DataFrame]:
-    """The conjugate-gradient solver (:mod:`jobs.wals_cg`), ``wals.cg_blocks`` blocks per
+    """The conjugate-gradient solver (:mod:`model.wals_cg`), ``wals.cg_blocks`` blocks per
     side (default one per core); factors as ``(id, features)`` like an ALSModel's."""
     context = train.sparkSession.sparkContext
     context.setCheckpointDir(checkpoint_dir)
@@ -143,7 +142,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("train", argv)
 

@@ -23,14 +23,14 @@ import yaml
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import prepare, storage, tables
-from jobs.config import Config, WalsConfig, replace
-from jobs.metrics import ranking_metrics
-from jobs.recommend import seen_items, top_k_lists
-from jobs.splitting import split_interactions
-from jobs.train_wals import fit_wals
+from wals_roberta.jobs import prepare
+from wals_roberta.jobs.config import Config, WalsConfig, replace
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.splitting import split_interactions
+from wals_roberta.jobs.model.metrics import ranking_metrics
+from wals_roberta.jobs.recommend import seen_items, top_k_lists
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.train_wals import fit_wals
 
 # Recorded for every trial; tune.metric ranks the trials by one of them.
 TRIAL_METRICS = ("recall", "ndcg", "precision", "map", "hit_rate")
@@ -147,7 +147,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_stage
+    from wals_roberta.jobs.cli import run_stage
 
     return run_stage("tune", argv)
 

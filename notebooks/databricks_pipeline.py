@@ -14,7 +14,7 @@
 
 # COMMAND ----------
 
-from jobs.cli import STAGES
+from wals_roberta.jobs.cli import STAGES
 
 dbutils.widgets.text("config", "/Workspace/Repos/you/wals-roberta/conf/default.yaml", "Config file")
 dbutils.widgets.text(
@@ -27,9 +27,9 @@ dbutils.widgets.text("run_id", "", "Run id (empty: new for pipeline/prepare/refr
 
 import json
 
-from jobs import tables
-from jobs.cli import stage_function
-from jobs.config import load_config
+from wals_roberta.jobs.cli import stage_function
+from wals_roberta.jobs.config import load_config
+from wals_roberta.jobs.runs import tables
 
 overrides = [line.strip() for line in dbutils.widgets.get("overrides").splitlines() if line.strip()]
 cfg = load_config(dbutils.widgets.get("config"), overrides)
@@ -50,7 +50,7 @@ print(json.dumps(result, indent=2, default=str)[:5000])
 
 # COMMAND ----------
 
-from jobs import storage
+from wals_roberta.jobs.runs import storage
 
 run = tables.open_run(spark, cfg, run_id, create=False)
 manifest = tables.read_manifest(spark, run)

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from jobs.config import Config, config_from_dict
+from wals_roberta.jobs.config import Config, config_from_dict
 
 REPO = Path(__file__).resolve().parent.parent
 ML100K = REPO.parent / "shared" / "data" / "ml-100k"

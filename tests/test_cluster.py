@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from wals_roberta.jobs import cli
+from wals_roberta.jobs.data.synthetic import generate, write_csv
 
-from jobs import cli
-from jobs.synthetic import generate, write_csv
 from tests.conftest import REPO
 from tests.encoders import MINILM
 

@@ -5,10 +5,11 @@ import json
 
 import pytest
 import yaml
+from wals_roberta.jobs import cli
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.synthetic import generate
+from wals_roberta.jobs.runs import tables
 
-from jobs import cli, tables
-from jobs import columns as C
-from jobs.synthetic import generate
 from tests.encoders import MINILM
 
 pytestmark = pytest.mark.spark

@@ -4,8 +4,8 @@ kept out of training and scored by fold-in."""
 import json
 
 import pytest
+from wals_roberta.jobs import cli
 
-from jobs import cli
 from tests.conftest import ml100k_pipeline_args
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

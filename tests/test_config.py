@@ -1,9 +1,8 @@
 from pathlib import Path
 
 import pytest
-
-from jobs.config import load_config, replace
-from jobs.errors import ConfigError
+from wals_roberta.jobs.config import load_config, replace
+from wals_roberta.jobs.runs.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,7 +129,7 @@ def test_cg_solver_settings_are_checked():
     ],
 )
 def test_bad_merge_settings_stop_the_cli_with_one_line(override, message, capsys):
-    from jobs import cli
+    from wals_roberta.jobs import cli
 
     code = cli.main(
         ["recommend", "--config", str(REPO / "conf" / "default.yaml"), "--set", override]

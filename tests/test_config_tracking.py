@@ -4,9 +4,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
-from jobs.config import load_config
-from jobs.errors import ConfigError
+from wals_roberta.jobs.config import load_config
+from wals_roberta.jobs.runs.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "conf" / "demo.yaml"

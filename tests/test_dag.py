@@ -323,7 +323,7 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
 def test_dag_runs_the_real_job_retrain_then_refresh(tmp_path):
     """The weekly path then a daily refresh through the real ``spark-submit.sh`` (Spark
     local mode): one run directory per DAG run, every stage complete, lists published."""
-    from jobs.synthetic import generate, write_csv
+    from wals_roberta.jobs.data.synthetic import generate, write_csv
 
     interactions, items = generate(60, 70, 900, seed=5)
     write_csv(tmp_path / "data", interactions, items)

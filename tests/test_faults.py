@@ -12,10 +12,10 @@ import time
 
 import pytest
 import yaml
+from wals_roberta.jobs.config import load_config
+from wals_roberta.jobs.data.synthetic import generate, write_csv
+from wals_roberta.jobs.pipeline import publish_run
 
-from jobs.config import load_config
-from jobs.pipeline import publish_run
-from jobs.synthetic import generate, write_csv
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -39,7 +39,16 @@ def write_config(tmp_path, inputs, k):
 
 
 def command(conf, run_id):
-    return [sys.executable, "-m", "jobs.cli", "pipeline", "--config", conf, "--run-id", run_id]
+    return [
+        sys.executable,
+        "-m",
+        "wals_roberta.jobs.cli",
+        "pipeline",
+        "--config",
+        conf,
+        "--run-id",
+        run_id,
+    ]
 
 
 def run_to_end(conf, run_id):

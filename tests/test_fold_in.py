@@ -3,12 +3,17 @@
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import fold_in
-from jobs.config import WalsConfig
-from jobs.fold_in import fold_in_users, gram_matrix, solve_rows, solve_user, weighted_mean
-from jobs.train_wals import fit_wals
+from wals_roberta.jobs.config import WalsConfig
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model import fold_in
+from wals_roberta.jobs.model.fold_in import (
+    fold_in_users,
+    gram_matrix,
+    solve_rows,
+    solve_user,
+    weighted_mean,
+)
+from wals_roberta.jobs.train_wals import fit_wals
 
 pytestmark = pytest.mark.spark
 
@@ -168,9 +173,9 @@ def test_users_whose_rows_span_arrow_batches_are_solved_once(spark):
 def test_fold_in_rows_are_found_by_the_prepare_counts_or_by_a_scan(spark, tmp_path):
     from pathlib import Path
 
-    from jobs import tables
-    from jobs.config import load_config
-    from jobs.recommend import needs_fold_in
+    from wals_roberta.jobs.config import load_config
+    from wals_roberta.jobs.recommend import needs_fold_in
+    from wals_roberta.jobs.runs import tables
 
     conf = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
     cfg = load_config(conf, [f"output.root={tmp_path}"])

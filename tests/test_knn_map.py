@@ -4,8 +4,7 @@ import math
 
 import numpy as np
 import pytest
-
-from jobs.knn_map import knn_vectors, knn_vectors_numpy, knn_weights
+from wals_roberta.jobs.cold.knn import knn_vectors, knn_vectors_numpy, knn_weights
 
 
 def test_knn_weights_known_answers():

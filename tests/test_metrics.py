@@ -3,8 +3,7 @@
 import math
 
 import pytest
-
-from jobs.metrics import ranking_metrics
+from wals_roberta.jobs.model.metrics import ranking_metrics
 
 pytestmark = pytest.mark.spark
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from wals_roberta.jobs import cli
 
-from jobs import cli
 from tests.conftest import ml100k_pipeline_args
 
 pytestmark = pytest.mark.spark

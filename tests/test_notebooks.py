@@ -173,7 +173,7 @@ def run_databricks(spark, widgets: dict[str, str]) -> tuple[dict, list, Widgets]
 @pytest.mark.spark
 @pytest.mark.slow
 def test_databricks_notebook_runs_pipeline_then_refresh(spark, tmp_path):
-    from jobs.synthetic import generate, write_csv
+    from wals_roberta.jobs.data.synthetic import generate, write_csv
 
     interactions, items = generate(90, 80, 1500, seed=3)
     write_csv(tmp_path / "data", interactions, items)

@@ -4,9 +4,8 @@ import json
 
 import pytest
 import yaml
-
-from jobs import cli
-from jobs.synthetic import generate, write_csv
+from wals_roberta.jobs import cli
+from wals_roberta.jobs.data.synthetic import generate, write_csv
 
 pytestmark = pytest.mark.spark
 

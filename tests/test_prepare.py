@@ -5,12 +5,13 @@ import math
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
+from wals_roberta.jobs import prepare
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.indexing import assign_dense_index
+from wals_roberta.jobs.data.splitting import split_interactions
+from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.errors import InputDataError
 
-from jobs import columns as C
-from jobs import prepare, tables
-from jobs.errors import InputDataError
-from jobs.indexing import assign_dense_index
-from jobs.splitting import split_interactions
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.spark

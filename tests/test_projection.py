@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
-
-from jobs.project_items import build_item_vectors
-from jobs.projection import (
+from wals_roberta.jobs.model.projection import (
     FIT,
     HELD_OUT,
     accumulate_stats,
@@ -15,7 +13,8 @@ from jobs.projection import (
     ridge_solutions,
     with_bias,
 )
-from udfs.topk import recommend_top_k
+from wals_roberta.jobs.project_items import build_item_vectors
+from wals_roberta.udfs.topk import recommend_top_k
 
 
 def problem(seed=0, n=300, d=12, r=4, noise=0.5):

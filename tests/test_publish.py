@@ -2,10 +2,10 @@
 metastore table name."""
 
 import pytest
+from wals_roberta.jobs.pipeline import publish_run
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import ConfigError, RunStateError
 
-from jobs import storage, tables
-from jobs.errors import ConfigError, RunStateError
-from jobs.pipeline import publish_run
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.spark

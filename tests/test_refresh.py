@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from wals_roberta.jobs import cli
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.synthetic import generate
+from wals_roberta.jobs.recommend import seen_items
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import RunStateError
 
-from jobs import cli, storage, tables
-from jobs import columns as C
-from jobs.errors import RunStateError
-from jobs.recommend import seen_items
-from jobs.synthetic import generate
 from tests.encoders import MINILM
 
 pytestmark = pytest.mark.spark
@@ -81,9 +82,9 @@ def read(spark, root, table, run="daily"):
 
 def full_rescore(spark, root, merge):
     """Every user's list from the refreshed run's tables, under ``merge``."""
-    from jobs.config import RecommendConfig
-    from jobs.recommend import scored_lists
-    from jobs.score_merge import read_moments
+    from wals_roberta.jobs.cold.merge import read_moments
+    from wals_roberta.jobs.config import RecommendConfig
+    from wals_roberta.jobs.recommend import scored_lists
 
     run = tables.Run(str(root), "daily", "parquet")
     has_scale = tables.has_table(spark, run, "score_scale")
@@ -116,7 +117,7 @@ def assert_published_is_a_full_rescore(spark, root, merge, *, rtol, atol):
 
 
 def test_kept_and_recomputed_lists_equal_a_full_rescore(spark, refreshed):
-    from jobs.score_merge import Merge
+    from wals_roberta.jobs.cold.merge import Merge
 
     root = refreshed["root"]
     stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
@@ -164,7 +165,7 @@ def test_new_users_and_items_and_seen_items(spark, refreshed):
 
 
 def test_items_to_solve_by_growth(spark):
-    from jobs.refresh import items_to_solve
+    from wals_roberta.jobs.refresh import items_to_solve
 
     # Item 0 had 20 known pairs (and 5 test pairs, not counted), item 1 had 2, item 2 none.
     base = spark.createDataFrame(
@@ -187,8 +188,8 @@ def test_items_to_solve_by_growth(spark):
 
 
 def test_rescore_users_follows_the_rule(spark, monkeypatch):
-    from jobs.config import config_from_dict
-    from jobs.refresh import rescore_users
+    from wals_roberta.jobs.config import config_from_dict
+    from wals_roberta.jobs.refresh import rescore_users
 
     cfg = config_from_dict(
         {"data": {"interactions": {"path": "x"}}, "output": {"root": "y"}, "recommend": {"k": 2}}
@@ -235,7 +236,7 @@ def test_rescore_users_follows_the_rule(spark, monkeypatch):
     assert rescored([3], mid, seen=[(4, 3), (2, 0), (0, 3)]) == [2, 3, 5]
     assert rescored([], mid) == []  # nothing changed, no list is short: nobody
     # Changed vectors past what the check broadcasts: everyone, without the check.
-    monkeypatch.setattr("jobs.refresh.MAX_CHECK_FLOATS", cfg.wals.rank - 1)
+    monkeypatch.setattr("wals_roberta.jobs.refresh.MAX_CHECK_FLOATS", cfg.wals.rank - 1)
     assert rescored([3], high) == list(range(6))
 
 
@@ -323,7 +324,7 @@ def test_refreshed_tables_are_layers_over_the_base_read_whole(spark, refreshed):
 
 
 def test_changed_item_rows_are_new_items_and_changed_texts(spark):
-    from jobs.refresh import changed_item_rows
+    from wals_roberta.jobs.refresh import changed_item_rows
 
     schema = "item_id string, item_idx int, text string, text_hash string"
     old = spark.createDataFrame(
@@ -403,7 +404,7 @@ def test_refresh_applies_the_base_runs_merge(spark, tmp_path):
     (whose own config says nothing of the merge) lists under the same merge, and what it
     keeps and recomputes equals a full re-score with that merge; both new cold items are
     in every list of a user who has not seen them."""
-    from jobs.score_merge import Merge
+    from wals_roberta.jobs.cold.merge import Merge
 
     case = refresh_case(tmp_path, merge="standardize", cold_offset=0.5, cold_slots=2)
     root = case["root"]

@@ -7,10 +7,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from pyspark.sql import functions as F
+from wals_roberta.jobs import evaluate, prepare, recommend, train_wals
+from wals_roberta.jobs.data.synthetic import generate, write_csv
+from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.report import PLOT, REPORT, recall_svg, report_markdown
 
-from jobs import evaluate, prepare, recommend, tables, train_wals
-from jobs.report import PLOT, REPORT, recall_svg, report_markdown
-from jobs.synthetic import generate, write_csv
 from tests.conftest import make_config
 
 SVG = "{http://www.w3.org/2000/svg}"

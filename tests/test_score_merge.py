@@ -2,12 +2,7 @@
 
 import numpy as np
 import pytest
-
-from jobs import columns as C
-from jobs.config import RecommendConfig
-from jobs.merge_choice import choose_merge, merge_grid
-from jobs.recommend import top_k_lists
-from jobs.score_merge import (
+from wals_roberta.jobs.cold.merge import (
     COLD,
     COLD_SOURCE,
     WARM_SOURCE,
@@ -18,6 +13,10 @@ from jobs.score_merge import (
     standardized_cold_scores,
     vector_moments,
 )
+from wals_roberta.jobs.cold.merge_choice import choose_merge, merge_grid
+from wals_roberta.jobs.config import RecommendConfig
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.recommend import top_k_lists
 
 
 def moments_of(v: np.ndarray) -> Moments:
@@ -172,7 +171,7 @@ def test_choice_keeps_raw_unless_the_gain_is_clear():
 def test_metric_and_paired_error_by_hand(spark):
     """Recall@2 of two settings over four users (one without any hit), and the standard
     error of their paired per-user difference, against numpy."""
-    from jobs.cold_validation import metric_and_error
+    from wals_roberta.jobs.cold.validation import metric_and_error
 
     held = spark.createDataFrame(
         [(0, 1), (0, 2), (1, 3), (2, 4), (2, 5), (2, 6), (3, 9)], "user_idx int, item_idx int"

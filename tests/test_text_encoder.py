@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 import torch
-
-from tests.encoders import MINILM, build_tiny_roberta
-from udfs.text_encoder import (
+from wals_roberta.udfs.text_encoder import (
     EncoderError,
     EncoderSpec,
     encode_texts,
@@ -13,6 +11,8 @@ from udfs.text_encoder import (
     load_encoder,
     pool,
 )
+
+from tests.encoders import MINILM, build_tiny_roberta
 
 TEXTS = [
     "Toy Story (1995). Genres: Animation Children's Comedy",

@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from udfs.topk import (
+from wals_roberta.udfs.topk import (
     ranks_within_rows,
     reaching_pairs,
     recommend_top_k,
@@ -45,7 +44,7 @@ def to_csr(seen, n_users):
 def test_top_k_block_matches_brute_force_with_exclusion(monkeypatch):
     users, items, seen = random_problem()
     offsets, flat = to_csr(seen, len(users))
-    monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", 83 * 10)  # several user chunks
+    monkeypatch.setattr("wals_roberta.udfs.topk.MAX_SCORE_FLOATS", 83 * 10)  # several user chunks
     rows, top, scores = top_k_block(users, np.arange(len(items)), items, 10, offsets, flat)
     expected = brute_force(users, items, 10, seen)
     for u in range(len(users)):
@@ -71,7 +70,9 @@ def test_reaching_pairs_are_the_items_scoring_at_least_each_kth(monkeypatch):
     ordered = np.sort(scores, axis=1)
     kth = (ordered[:, -3] + ordered[:, -4]) / 2  # between each user's 3rd and 4th best
     kth[:5] = np.inf  # nothing reaches these
-    monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", 9 * 7)  # several chunks per batch
+    monkeypatch.setattr(
+        "wals_roberta.udfs.topk.MAX_SCORE_FLOATS", 9 * 7
+    )  # several chunks per batch
     run = reaching_pairs((ids, items))
     batches = [
         pa.RecordBatch.from_pydict(
@@ -115,7 +116,7 @@ def test_ties_across_the_cut_keep_lowest_indexes_with_exclusion(monkeypatch):
         u: set(rng.choice(30, size=rng.integers(0, 8), replace=False).tolist()) for u in range(40)
     }
     offsets, flat = to_csr(seen, len(users))
-    monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", 30 * 7)  # several user chunks
+    monkeypatch.setattr("wals_roberta.udfs.topk.MAX_SCORE_FLOATS", 30 * 7)  # several user chunks
     for k in (1, 5, 12, 40):
         rows, top, _ = top_k_block(users, np.arange(30), items, k, offsets, flat)
         expected = brute_force(users, items, k, seen)
@@ -134,7 +135,9 @@ def test_grouped_selection_is_exact_with_ties_and_exclusion(monkeypatch):
     seen[7] = set(range(n_items)) - {5, 999, 1998}
     offsets, flat = to_csr(seen, len(users))
     ids = np.arange(n_items) * 3 + 1
-    monkeypatch.setattr("udfs.topk.MAX_SCORE_FLOATS", n_items * 6)  # several user chunks
+    monkeypatch.setattr(
+        "wals_roberta.udfs.topk.MAX_SCORE_FLOATS", n_items * 6
+    )  # several user chunks
     for k in (1, 7, 30):
         rows, top, scores = top_k_block(users, ids, items, k, offsets, ids[flat])
         expected = brute_force(users, items, k, seen)
@@ -234,8 +237,7 @@ def test_pack_user_rows_groups_vectors_and_seen_pairs():
     each user's seen items sorted in CSR form; seen rows of a user without a vector and
     users without seen rows handled."""
     import pyarrow as pa
-
-    from udfs.topk import pack_user_rows
+    from wals_roberta.udfs.topk import pack_user_rows
 
     rng = np.random.default_rng(3)
     vectors = {u: rng.normal(size=3).astype(np.float32) for u in (9, 2, 5, 7)}

@@ -4,11 +4,11 @@ MlflowClient (skipped without the ``mlflow`` extra)."""
 import json
 
 import pytest
+from wals_roberta.jobs.pipeline import publish_run
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.report import PLOT, REPORT, write_report
+from wals_roberta.jobs.runs.tracking import RUN_ID_TAG, run_metrics
 
-from jobs import storage, tables
-from jobs.pipeline import publish_run
-from jobs.report import PLOT, REPORT, write_report
-from jobs.tracking import RUN_ID_TAG, run_metrics
 from tests.conftest import make_config
 
 mlflow = pytest.importorskip("mlflow")

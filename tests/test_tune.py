@@ -5,11 +5,10 @@ import json
 
 import pytest
 import yaml
-
-from jobs import cli
-from jobs import columns as C
-from jobs.config import config_from_dict, load_config
-from jobs.tune import Trial, trials, validation_split
+from wals_roberta.jobs import cli
+from wals_roberta.jobs.config import config_from_dict, load_config
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.tune import Trial, trials, validation_split
 
 pytestmark = pytest.mark.spark
 
@@ -82,8 +81,8 @@ def test_tune_picks_the_better_rank_and_writes_a_config(spark, tmp_path):
 
 @pytest.mark.parametrize("name", ["recall", "ndcg", "precision", "map", "hit_rate", "coverage"])
 def test_every_metric_the_config_accepts_is_recorded_per_trial(name):
-    from jobs.errors import ConfigError
-    from jobs.tune import TRIAL_METRICS
+    from wals_roberta.jobs.runs.errors import ConfigError
+    from wals_roberta.jobs.tune import TRIAL_METRICS
 
     raw = {"data": {"interactions": {"path": "x"}}, "output": {"root": "y"}}
     try:

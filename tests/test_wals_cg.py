@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-from jobs import columns as C
-from jobs.fold_in import solve_user
-from jobs.wals_cg import fit_wals_cg, initial_vectors, solve_block
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.fold_in import solve_user
+from wals_roberta.jobs.model.wals_cg import fit_wals_cg, initial_vectors, solve_block
 
 
 def random_csr(rng, n_rows, n_other, max_per_row=12):
@@ -110,7 +109,8 @@ def test_cg_solver_on_ml100k_ranks_as_well_as_mllib(ml100k, tmp_path):
     pipeline is held to in test_ml100k)."""
     import json
 
-    from jobs import cli
+    from wals_roberta.jobs import cli
+
     from tests.conftest import ml100k_pipeline_args
 
     root = tmp_path / "out"

@@ -23,10 +23,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs.spark import in_canonical_order
-from jobs.wals_cg import (
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.wals_cg import (
     FACTOR_BLOCK_SCHEMA,
     block_batch,
     explode_factor_blocks,
@@ -34,7 +32,8 @@ from jobs.wals_cg import (
     rating_blocks,
     routing_keys,
 )
-from udfs.topk import vector_rows
+from wals_roberta.jobs.runs.session import in_canonical_order
+from wals_roberta.udfs.topk import vector_rows
 
 METHODS = ("solve", "mean")
 
@@ -152,7 +151,7 @@ def solve_rows(
 
 
 def closed_form_solver(gram: np.ndarray | None, *, reg: float, alpha: float):
-    """A half-step solver (see :func:`jobs.wals_cg.solve_partition`) that folds in exactly:
+    """A half-step solver (see :func:`model.wals_cg.solve_partition`) that folds in exactly:
     :func:`solve_rows` over the block; the block's ratings are packed unscaled."""
 
     def solve(offsets, others, conf, fixed, present, start):
@@ -200,7 +199,7 @@ def fold_in_users(
     ``key=item_idx, other=user_idx`` (and user vectors in place of item vectors) it is the
     item step instead: items folded in against fixed user factors.
 
-    Laid out like a training half-step (:mod:`jobs.wals_cg`): the history is packed into
+    Laid out like a training half-step (:mod:`model.wals_cg`): the history is packed into
     one rating block per core (each user's entries sorted by item, so the float sums do not
     depend on the shuffle), every block receives one copy of the item vectors, and the
     solves run per block on the executors. A vector travels once per block, not once per

@@ -20,8 +20,7 @@ import math
 import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-
-from jobs import columns as C
+from wals_roberta.jobs.data import columns as C
 
 KNN_SCHEMA = f"{C.ITEM_IDX} int, setting int, {C.VECTOR} array<float>"
 
@@ -136,8 +135,7 @@ def vectors_of_neighbours(settings: list[tuple[int, float]]):
     (neighbours in rank order) → ``(item_idx, setting, vector)`` for every setting."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from udfs.topk import vector_rows
+    from wals_roberta.udfs.topk import vector_rows
 
     def run(batches):
         for batch in batches:
@@ -219,7 +217,7 @@ def knn_vectors(
     Raises:
         ValueError: naming the first setting with K < 1 or T <= 0.
     """
-    from udfs.topk import recommend_top_k
+    from wals_roberta.udfs.topk import recommend_top_k
 
     check_settings(settings)
     settings = [(int(k), float(t)) for k, t in settings]

@@ -13,7 +13,7 @@ arithmetic itself: cold items are scored with the user vector ``[a·x, c]`` agai
 the rest go by score, and the list is ordered by score.
 
 ``auto`` chooses among raw and standardize with offsets and reserved slots on validation
-(:mod:`jobs.merge_choice`).
+(:mod:`cold.merge_choice`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-
-from jobs import columns as C
+from wals_roberta.jobs.data import columns as C
 
 COLD = "is_cold"
 # Fewer cold items than this give no usable covariance: the validation's moments are used.

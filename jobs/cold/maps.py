@@ -1,9 +1,9 @@
 """Text → factor maps for cold items, and their choice on pseudo-cold validation.
 
 Three kinds of map give an item with text and no interactions a vector in the WALS space:
-``ridge`` (``[e, 1] W``, :mod:`jobs.projection`), ``knn`` (the softmax-weighted mean of the
-factors of the K warm items nearest in embedding space, :mod:`jobs.knn_map`) and ``blend``
-(``w · ridge + (1 − w) · knn``). On validation (:mod:`jobs.cold_validation`) each setting
+``ridge`` (``[e, 1] W``, :mod:`model.projection`), ``knn`` (the softmax-weighted mean of the
+factors of the K warm items nearest in embedding space, :mod:`cold.knn`) and ``blend``
+(``w · ridge + (1 − w) · knn``). On validation (:mod:`cold.validation`) each setting
 maps the pseudo-cold items from the validation model's warm items, every validation user
 ranks the pseudo-cold items under every setting in one pass of the blocked top-k (one item
 group per setting), and the setting with the best ranking metric is kept: λ, K and the
@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs.cold_validation import ValidationSet, metric_and_error
-from jobs.config import Config
-from jobs.knn_map import knn_vectors
-from jobs.projection import FIT, accumulate_stats, ridge_solutions, with_bias
-from udfs.topk import recommend_top_k
+from wals_roberta.jobs.cold.knn import knn_vectors
+from wals_roberta.jobs.cold.validation import ValidationSet, metric_and_error
+from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.projection import FIT, accumulate_stats, ridge_solutions, with_bias
+from wals_roberta.udfs.topk import recommend_top_k
 
 EMBEDDING = "embedding"
 SETTING = "setting"

@@ -6,8 +6,9 @@ predicts taste. ``text_signal`` (below 1) loosens that tie: each text word then 
 the item's topic only with that probability, else from a topic drawn at random. Ids are
 strings (``u000123``, ``i00042``) to exercise the string-id path.
 
-    python -m jobs.synthetic --out demo-data --users 3000 --items 1500 --interactions 120000
-    python -m jobs.synthetic --out weak-text --text-signal 0.1
+    python -m wals_roberta.jobs.data.synthetic --out demo-data \
+        --users 3000 --items 1500 --interactions 120000
+    python -m wals_roberta.jobs.data.synthetic --out weak-text --text-signal 0.1
 """
 
 from __future__ import annotations

@@ -8,10 +8,9 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-
-from jobs import columns as C
-from jobs import storage
-from jobs.errors import InputDataError, first_line
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.runs import storage
+from wals_roberta.jobs.runs.errors import InputDataError, first_line
 
 # Integer ids without leading zeros fit a long exactly; anything else stays a string so
 # that the original id survives ("007" is not 7).

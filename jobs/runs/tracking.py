@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
-
-from jobs import report, storage, tables
-from jobs.config import MLFLOW_MISSING, Config
-from jobs.errors import ConfigError, first_line
+from wals_roberta.jobs.config import MLFLOW_MISSING, Config
+from wals_roberta.jobs.runs import report, storage, tables
+from wals_roberta.jobs.runs.errors import ConfigError, first_line
 
 RUN_ID_TAG = "wals_roberta.run_id"
 ARTIFACTS = (report.REPORT, report.PLOT, tables.METRICS, tables.MANIFEST)

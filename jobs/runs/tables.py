@@ -19,11 +19,10 @@ from typing import Any
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-
-from jobs import storage
-from jobs.config import Config
-from jobs.errors import ConfigError, RunStateError, first_line
-from jobs.spark import small
+from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.runs import storage
+from wals_roberta.jobs.runs.errors import ConfigError, RunStateError, first_line
+from wals_roberta.jobs.runs.session import small
 
 MANIFEST = "manifest.json"
 # A published table up to this size is copied file by file through the driver (10^7 list
@@ -223,8 +222,7 @@ def versions() -> dict[str, str]:
     import pandas
     import pyarrow
     import pyspark
-
-    from jobs import __version__
+    from wals_roberta.jobs import __version__
 
     return {
         "wals_roberta": __version__,

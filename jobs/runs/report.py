@@ -3,7 +3,7 @@ beside their baselines (``cold_share@K`` among them), the stages' seconds and ro
 ``recall_at_k.svg`` (Recall@K per segment, model solid, baselines dashed, each legend entry
 with the method's cold share at the largest K), drawn here from the numbers.
 
-Both files go through the Hadoop file system (:mod:`jobs.storage`), so the report lands
+Both files go through the Hadoop file system (:mod:`runs.storage`), so the report lands
 wherever the run lives (local, HDFS, S3, DBFS).
 """
 
@@ -15,9 +15,8 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from pyspark.sql import SparkSession
-
-from jobs import storage, tables
-from jobs.metrics import METRICS
+from wals_roberta.jobs.model.metrics import METRICS
+from wals_roberta.jobs.runs import storage, tables
 
 REPORT = "report.md"
 PLOT = "recall_at_k.svg"

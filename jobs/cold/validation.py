@@ -2,7 +2,7 @@
 training rows; the test split is never read.
 
 The training rows are split again the way the evaluation split is made
-(:func:`jobs.splitting.split_interactions`): each user's ``split.fraction`` of rows (by a
+(:func:`data.splitting.split_interactions`): each user's ``split.fraction`` of rows (by a
 seeded hash, or their latest with ``split.holdout: time``) and every training row of a share
 of warm items, held out as pseudo-cold. A second WALS model, with the run's settings, is
 fitted on the rest. In it the pseudo-cold items have no factors, like the run's cold items,
@@ -19,13 +19,12 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs import storage
-from jobs.config import Config, metric_cut
-from jobs.metrics import ideal_dcg
-from jobs.splitting import cold_item_flag, split_interactions
-from jobs.train_wals import fit_factors
+from wals_roberta.jobs.config import Config, metric_cut
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.splitting import cold_item_flag, split_interactions
+from wals_roberta.jobs.model.metrics import ideal_dcg
+from wals_roberta.jobs.runs import storage
+from wals_roberta.jobs.train_wals import fit_factors
 
 # Bounds of the pseudo-cold share when it follows the run's share of cold items.
 MIN_PSEUDO_COLD, MAX_PSEUDO_COLD = 0.05, 0.5
@@ -149,7 +148,7 @@ def metric_and_error(
     """For each of ``groups`` (values of ``by``): ``metric`` (``recall@K`` or ``ndcg@K``, K
     cut to ``k``) of ``lists(by, user_idx, item_idx, rank)`` against ``held(user_idx,
     item_idx)``, averaged over the users of ``held`` (a user without a list or a hit counts
-    0, as in :func:`jobs.metrics.ranking_metrics`), and the standard error of its paired
+    0, as in :func:`model.metrics.ranking_metrics`), and the standard error of its paired
     per-user difference from the first group's, ``√(var(d) / n)`` with ``d`` the
     users' differences (users without hits count 0 on both sides). Three small
     aggregations over the users' values, whatever the number of groups."""

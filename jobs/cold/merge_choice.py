@@ -1,4 +1,4 @@
-"""The choice of the merge (:mod:`jobs.score_merge`) on the validation split.
+"""The choice of the merge (:mod:`cold.merge`) on the validation split.
 
 The validation users' warm lists (validation model, its training pairs excluded) and their
 lists of the pseudo-cold items (the chosen text map) are merged under every setting of the
@@ -12,11 +12,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs.cold_validation import ValidationSet, metric_and_error
-from jobs.config import Config, metric_cut
-from jobs.score_merge import (
+from wals_roberta.jobs.cold.merge import (
     COLD,
     Merge,
     Moments,
@@ -26,7 +22,10 @@ from jobs.score_merge import (
     select_merged,
     vector_moments,
 )
-from udfs.topk import recommend_top_k
+from wals_roberta.jobs.cold.validation import ValidationSet, metric_and_error
+from wals_roberta.jobs.config import Config, metric_cut
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.udfs.topk import recommend_top_k
 
 SETTING = "setting"
 # Offsets tried by auto, in warm standard deviations; slots tried as shares of k.

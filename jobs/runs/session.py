@@ -7,8 +7,7 @@ import sys
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from jobs.config import Config
+from wals_roberta.jobs.config import Config
 
 
 def build_session(cfg: Config) -> SparkSession:

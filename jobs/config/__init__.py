@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
-from jobs.errors import ConfigError, first_line
+from wals_roberta.jobs.runs.errors import ConfigError, first_line
 
 FileFormat = Literal["auto", "csv", "parquet", "delta", "table"]
 ConfidenceForm = Literal["binary", "linear", "log", "sqrt", "time_decay"]
@@ -127,7 +126,7 @@ class RecommendConfig:
     users_per_block: int = 16384
     items_per_block: int = 65536
     # How projected (cold) and WALS scores share one list: auto (chosen on validation, see
-    # jobs.score_merge), raw (dot products as they are) or standardize (each source on the
+    # cold/merge.py), raw (dot products as they are) or standardize (each source on the
     # user's own scale, cold scores shifted by cold_offset warm standard deviations).
     merge: Literal["auto", "raw", "standardize"] = "auto"
     cold_offset: float = 0.0

@@ -14,9 +14,8 @@ import string
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-
-from jobs import columns as C
-from jobs.errors import ConfigError
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.runs.errors import ConfigError
 
 TEXT = "text"
 TEXT_HASH = "text_hash"
