@@ -33,6 +33,7 @@ def texts_from_catalog(path: str, repeat: int) -> list[str]:
 
 def single_process(texts: list[str], model: str, threads: int, max_length: int, batch: int) -> dict:
     import torch
+
     from wals_roberta.udfs.text_encoder import EncoderSpec, encode_texts, load_encoder
 
     torch.set_num_threads(threads)

@@ -116,6 +116,7 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
     """Our stages and the baselines at one size (runs in its own process)."""
     import baselines
     from memory import PeakMemory
+
     from wals_roberta.jobs import pipeline, train_wals
     from wals_roberta.jobs.config import load_config
     from wals_roberta.jobs.runs import tables

@@ -1,4 +1,6 @@
-"""Command line: ``wals-roberta <stage> --config FILE [--set key=value ...] [--run-id ID]``."""
+"""Command line: ``wals-roberta <stage> --config FILE [--set key=value ...] [--run-id ID]``
+(also ``python -m wals_roberta.jobs.cli``). The one entry point: stage modules import
+nothing from here, and this module imports a stage only when it runs."""
 
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "project": ("wals_roberta.jobs.project_items", "run"),
     "recommend": ("wals_roberta.jobs.recommend", "run"),
     "evaluate": ("wals_roberta.jobs.evaluate", "run"),
-    "publish": ("wals_roberta.jobs.pipeline", "publish_run"),
+    "publish": ("wals_roberta.jobs.publish", "run"),
     "pipeline": ("wals_roberta.jobs.pipeline", "run"),
     "refresh": ("wals_roberta.jobs.refresh", "run"),
-    "tune": ("wals_roberta.jobs.tune", "run"),
+    "tune": ("wals_roberta.jobs.pipeline", "tune_run"),
 }
 
 
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         from pyspark.sql import SparkSession
+
         from wals_roberta.jobs.runs.session import build_session
 
         owns_session = SparkSession.getActiveSession() is None
@@ -85,11 +88,6 @@ def _print_where(stage: str, result: Any) -> None:
     publish = result.get("publish") if stage == "pipeline" else result
     if isinstance(publish, dict) and "path" in publish:
         print(f"published recommendations: {publish['path']}")
-
-
-def run_stage(stage: str, argv: list[str] | None) -> int:
-    """Entry for ``python -m jobs.<stage module>``."""
-    return main([stage, *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -12,14 +12,15 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.config import Config, RecommendConfig
 from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.model.lists import known_history, seen_items, top_k_lists
 from wals_roberta.jobs.model.metrics import format_table, ranking_metrics
-from wals_roberta.jobs.recommend import known_history, seen_items, top_k_lists
+from wals_roberta.jobs.model.wals import fit_wals
 from wals_roberta.jobs.runs import storage, tables
 from wals_roberta.jobs.runs.errors import ConfigError
 from wals_roberta.jobs.runs.report import cold_summary, write_report
-from wals_roberta.jobs.train_wals import fit_wals
 
 RANDOM_DIM = 16
 
@@ -268,13 +269,3 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    from wals_roberta.jobs.cli import run_stage
-
-    return run_stage("evaluate", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

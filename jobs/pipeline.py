@@ -1,5 +1,6 @@
 """Stage ``pipeline``: every stage in one SparkSession against one run directory, then the
-run's recommendations published to ``<output.root>/<output.published_name>``."""
+run's recommendations published to ``<output.root>/<output.published_name>``. The one module
+that puts stages in sequence (``tune`` on a new run is prepare, then tune)."""
 
 from __future__ import annotations
 
@@ -9,40 +10,20 @@ from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import SparkSession
-from wals_roberta.jobs import embed_items, evaluate, prepare, project_items, recommend, train_wals
+
+from wals_roberta.jobs import (
+    embed_items,
+    evaluate,
+    prepare,
+    project_items,
+    publish,
+    recommend,
+    train_wals,
+    tune,
+)
 from wals_roberta.jobs.config import Config
-from wals_roberta.jobs.runs import tables, tracking
+from wals_roberta.jobs.runs import tables
 from wals_roberta.jobs.runs.errors import RunStateError
-
-
-def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
-    """Stage ``publish``: swap the run's recommendations in as the published table, register
-    it under ``output.table`` when set, prune old runs when ``output.keep_runs`` is set, and
-    log the run to MLflow when ``tracking.mlflow`` is on."""
-    run_ = tables.open_run(spark, cfg, run_id, create=False)
-    with tables.stage(spark, run_, "publish", cfg) as report:
-        target = tables.publish(spark, run_, "recommendations", cfg.output.published_name)
-        report["path"] = target
-        report["rows"]["published"] = spark.read.format(run_.fmt).load(target).count()
-        if cfg.output.table is not None:
-            tables.register_table(spark, cfg.output.table, target, run_.fmt)
-            report["table"] = cfg.output.table
-        if cfg.output.keep_runs is not None:
-            report["pruned_runs"] = tables.prune_runs(
-                spark, run_.root, cfg.output.keep_runs, protect=run_.run_id, fmt=run_.fmt
-            )
-    tables.update_manifest(spark, run_, published={"path": target, "run_id": run_.run_id})
-    # Publish is where every run ends (pipeline, one task per stage, refresh): the metrics, the
-    # report and every stage's seconds are in the run directory by now.
-    mlflow_run_id = tracking.log_run(spark, cfg, run_)
-    if mlflow_run_id is not None:
-        report["mlflow_run_id"] = mlflow_run_id
-        tables.update_manifest(
-            spark,
-            run_,
-            tracking={"mlflow_run_id": mlflow_run_id, "experiment": cfg.tracking.experiment},
-        )
-    return report
 
 
 def stages(cfg: Config) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
@@ -56,7 +37,7 @@ def stages(cfg: Config) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
     steps.append(("recommend", recommend.run))
     if cfg.split.holdout != "none":
         steps.append(("evaluate", evaluate.run))
-    steps.append(("publish", publish_run))
+    steps.append(("publish", publish.run))
     return steps
 
 
@@ -106,11 +87,10 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    from wals_roberta.jobs.cli import run_stage
-
-    return run_stage("pipeline", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def tune_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
+    """``wals-roberta tune``: tune on a prepared run (``--run-id``), or prepare a new one
+    first."""
+    if run_id is None:
+        run_id = tables.open_run(spark, cfg, None, create=True).run_id
+        prepare.run(spark, cfg, run_id)
+    return tune.run(spark, cfg, run_id)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.cold.maps import TextMap, choose_map, map_vectors
 from wals_roberta.jobs.cold.merge import (
     COLD_SOURCE,
@@ -35,8 +35,9 @@ from wals_roberta.jobs.cold.merge import (
 )
 from wals_roberta.jobs.cold.merge_choice import validate_merge
 from wals_roberta.jobs.cold.validation import build_validation
-from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.config import Config, ProjectionConfig
 from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.columns import EMBEDDING
 from wals_roberta.jobs.model.projection import (
     FIT,
     HELD_OUT,
@@ -44,12 +45,12 @@ from wals_roberta.jobs.model.projection import (
     choose_lambda,
     project_embeddings,
     ridge_solutions,
+    weights_frame,
 )
 from wals_roberta.jobs.runs import storage, tables
 from wals_roberta.jobs.runs.errors import InputDataError
 from wals_roberta.jobs.runs.session import in_canonical_order
 
-EMBEDDING = "embedding"
 PROJECTED = "projected"
 
 
@@ -95,18 +96,6 @@ def build_item_vectors(
     return joined.select(
         C.ITEM_IDX, C.ITEM_ID, vector.alias(C.VECTOR), source.alias(C.SOURCE)
     ).filter(F.col(C.VECTOR).isNotNull())
-
-
-def weights_frame(spark: SparkSession, w: np.ndarray) -> DataFrame:
-    """W as rows ``(row, weights)``: one per embedding dimension, the bias row last."""
-    rows = [(i, [float(v) for v in row]) for i, row in enumerate(w.astype(np.float32))]
-    return spark.createDataFrame(rows, "row int, weights array<float>").coalesce(1)
-
-
-def read_weights(spark: SparkSession, run: tables.Run) -> np.ndarray:
-    """The W a run's project stage fitted."""
-    rows = tables.read_table(spark, run, "projection").orderBy("row").collect()
-    return np.array([r["weights"] for r in rows], dtype=np.float32)
 
 
 def needs_validation(cfg: Config) -> bool:
@@ -167,6 +156,40 @@ def choose_on_validation(
     return text_map, merge, cold_moments, record
 
 
+def warm_items(
+    spark: SparkSession,
+    interactions: DataFrame,
+    factors: DataFrame,
+    embeddings: DataFrame,
+    p: ProjectionConfig,
+) -> tuple[DataFrame, DataFrame]:
+    """``(item_idx, n_train)`` of every trained item, and the warm items the map is fitted
+    on: ``(item_idx, factors, n_train, embedding, fold)`` of those with at least
+    ``projection.min_interactions`` training pairs and a text, each in the FIT or HELD_OUT
+    fold by a seeded hash (cached)."""
+    train_counts = (
+        interactions.filter(F.col(C.SPLIT) == C.TRAIN)
+        .groupBy(C.ITEM_IDX)
+        .agg(F.count(F.lit(1)).alias("n_train"))
+    )
+    fold = F.when(
+        F.pmod(F.xxhash64(F.lit(p.seed), F.col(C.ITEM_IDX)), F.lit(1000))
+        < F.lit(int(p.holdout_fraction * 1000)),
+        HELD_OUT,
+    ).otherwise(FIT)
+    warm = (
+        factors.join(train_counts, C.ITEM_IDX)
+        .filter(F.col("n_train") >= p.min_interactions)
+        .join(embeddings.select(C.ITEM_IDX, EMBEDDING), C.ITEM_IDX)
+        .withColumn("fold", fold)
+    )
+    # Item-sized: one partition per core, not one per shuffle partition (each Python
+    # task below would start a worker for a handful of items); in canonical order, so
+    # that the statistics are summed in the same order in every run.
+    warm = in_canonical_order(warm, spark.sparkContext.defaultParallelism, C.ITEM_IDX).cache()
+    return train_counts, warm
+
+
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
     run_ = tables.open_run(spark, cfg, run_id, create=False)
     p = cfg.projection
@@ -175,26 +198,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         items = tables.read_table(spark, run_, "items")
         factors = tables.read_table(spark, run_, "item_factors")
         embeddings = tables.read_table(spark, run_, "item_embeddings")
-        train_counts = (
-            interactions.filter(F.col(C.SPLIT) == C.TRAIN)
-            .groupBy(C.ITEM_IDX)
-            .agg(F.count(F.lit(1)).alias("n_train"))
-        )
-        fold = F.when(
-            F.pmod(F.xxhash64(F.lit(p.seed), F.col(C.ITEM_IDX)), F.lit(1000))
-            < F.lit(int(p.holdout_fraction * 1000)),
-            HELD_OUT,
-        ).otherwise(FIT)
-        warm = (
-            factors.join(train_counts, C.ITEM_IDX)
-            .filter(F.col("n_train") >= p.min_interactions)
-            .join(embeddings.select(C.ITEM_IDX, EMBEDDING), C.ITEM_IDX)
-            .withColumn("fold", fold)
-        )
-        # Item-sized: one partition per core, not one per shuffle partition (each Python
-        # task below would start a worker for a handful of items); in canonical order, so
-        # that the statistics are summed in the same order in every run.
-        warm = in_canonical_order(warm, spark.sparkContext.defaultParallelism, C.ITEM_IDX).cache()
+        train_counts, warm = warm_items(spark, interactions, factors, embeddings, p)
         dim = len(embeddings.select(EMBEDDING).first()[0])
         stats = accumulate_stats(
             warm, emb_col=EMBEDDING, target_col=C.FACTORS, dim=dim, rank=cfg.wals.rank
@@ -302,13 +306,3 @@ def source_moments(item_vectors: DataFrame, val_cold: Moments | None) -> dict[st
     if warm is None or cold is None:
         return None
     return {WARM_SOURCE: warm, COLD_SOURCE: cold}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from wals_roberta.jobs.cli import run_stage
-
-    return run_stage("project", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,14 +23,15 @@ import yaml
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from wals_roberta.jobs import prepare
+
 from wals_roberta.jobs.config import Config, WalsConfig, replace
 from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.interactions import confidence_rating
 from wals_roberta.jobs.data.splitting import split_interactions
+from wals_roberta.jobs.model.lists import seen_items, top_k_lists
 from wals_roberta.jobs.model.metrics import ranking_metrics
-from wals_roberta.jobs.recommend import seen_items, top_k_lists
+from wals_roberta.jobs.model.wals import fit_wals
 from wals_roberta.jobs.runs import storage, tables
-from wals_roberta.jobs.train_wals import fit_wals
 
 # Recorded for every trial; tune.metric ranks the trials by one of them.
 TRIAL_METRICS = ("recall", "ndcg", "precision", "map", "hit_rate")
@@ -68,7 +69,7 @@ def score_trial(
     rows: DataFrame, trial: Trial, cfg: Config, k: int, n_items: int, checkpoints: str
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    rating = prepare.confidence_rating(
+    rating = confidence_rating(
         F.col(C.STRENGTH), form=trial.confidence, log_epsilon=cfg.wals.log_epsilon
     )
     fit = rows.filter(F.col(C.SPLIT) == C.TRAIN).withColumn(C.RATING, rating)
@@ -105,12 +106,9 @@ def results_table(results: list[dict[str, Any]], k: int, metric: str) -> str:
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
-    """Tune on a prepared run (``--run-id``), or prepare a new one first."""
-    if run_id is None:
-        run_ = tables.open_run(spark, cfg, None, create=True)
-        prepare.run(spark, cfg, run_.run_id)
-    else:
-        run_ = tables.open_run(spark, cfg, run_id, create=False)
+    """Tune on a prepared run (the CLI's ``tune`` prepares a new one first when no
+    ``--run-id`` is given: :func:`pipeline.tune_run`)."""
+    run_ = tables.open_run(spark, cfg, run_id, create=False)
     t = cfg.tune
     name, _, cut = t.metric.partition("@")
     k = int(cut)
@@ -144,13 +142,3 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         report.update(best=best, tuned_config=target, trials=len(results))
         report["rows"]["validation"] = rows.filter(F.col(C.SPLIT) == C.TEST).count()
     return {"run_id": run_.run_id, "run_dir": run_.dir, **report}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from wals_roberta.jobs.cli import run_stage
-
-    return run_stage("tune", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from wals_roberta.jobs.config import Config, config_from_dict
 
 REPO = Path(__file__).resolve().parent.parent

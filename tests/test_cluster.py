@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from wals_roberta.jobs import cli
-from wals_roberta.jobs.data.synthetic import generate, write_csv
 
 from tests.conftest import REPO
 from tests.encoders import MINILM
+from wals_roberta.jobs import cli
+from wals_roberta.jobs.data.synthetic import generate, write_csv
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

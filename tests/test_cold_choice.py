@@ -5,12 +5,12 @@ import json
 
 import pytest
 import yaml
+
+from tests.encoders import MINILM
 from wals_roberta.jobs import cli
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.synthetic import generate
 from wals_roberta.jobs.runs import tables
-
-from tests.encoders import MINILM
 
 pytestmark = pytest.mark.spark
 

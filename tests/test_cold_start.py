@@ -4,9 +4,9 @@ kept out of training and scored by fold-in."""
 import json
 
 import pytest
-from wals_roberta.jobs import cli
 
 from tests.conftest import ml100k_pipeline_args
+from wals_roberta.jobs import cli
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from wals_roberta.jobs.config import load_config, replace
 from wals_roberta.jobs.runs.errors import ConfigError
 

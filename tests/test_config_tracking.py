@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
 from wals_roberta.jobs.config import load_config
 from wals_roberta.jobs.runs.errors import ConfigError
 

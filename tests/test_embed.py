@@ -3,14 +3,14 @@
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.conftest import make_config
+from tests.encoders import MINILM, build_tiny_roberta
 from wals_roberta.jobs import embed_items, prepare
 from wals_roberta.jobs.config import replace
 from wals_roberta.jobs.runs import tables
 from wals_roberta.jobs.runs.errors import ConfigError, InputDataError
 from wals_roberta.udfs.text_encoder import EncoderSpec, embedding_udf, encode_texts, load_encoder
-
-from tests.conftest import make_config
-from tests.encoders import MINILM, build_tiny_roberta
 
 pytestmark = pytest.mark.spark
 

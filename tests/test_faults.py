@@ -12,11 +12,11 @@ import time
 
 import pytest
 import yaml
-from wals_roberta.jobs.config import load_config
-from wals_roberta.jobs.data.synthetic import generate, write_csv
-from wals_roberta.jobs.pipeline import publish_run
 
 from tests.conftest import REPO
+from wals_roberta.jobs.config import load_config
+from wals_roberta.jobs.data.synthetic import generate, write_csv
+from wals_roberta.jobs.runs.publishing import publish_run
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

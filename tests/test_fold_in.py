@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.config import WalsConfig
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.model import fold_in
@@ -13,7 +14,7 @@ from wals_roberta.jobs.model.fold_in import (
     solve_user,
     weighted_mean,
 )
-from wals_roberta.jobs.train_wals import fit_wals
+from wals_roberta.jobs.model.wals import fit_wals
 
 pytestmark = pytest.mark.spark
 

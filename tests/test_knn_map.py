@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from wals_roberta.jobs.cold.knn import knn_vectors, knn_vectors_numpy, knn_weights
 
 

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from wals_roberta.jobs.model.metrics import ranking_metrics
 
 pytestmark = pytest.mark.spark

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from wals_roberta.jobs import cli
 
 from tests.conftest import ml100k_pipeline_args
+from wals_roberta.jobs import cli
 
 pytestmark = pytest.mark.spark
 

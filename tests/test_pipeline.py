@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+
 from wals_roberta.jobs import cli
 from wals_roberta.jobs.data.synthetic import generate, write_csv
 

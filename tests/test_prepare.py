@@ -5,14 +5,14 @@ import math
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
+
+from tests.conftest import make_config
 from wals_roberta.jobs import prepare
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.indexing import assign_dense_index
 from wals_roberta.jobs.data.splitting import split_interactions
 from wals_roberta.jobs.runs import tables
 from wals_roberta.jobs.runs.errors import InputDataError
-
-from tests.conftest import make_config
 
 pytestmark = pytest.mark.spark
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.model.projection import (
     FIT,
     HELD_OUT,

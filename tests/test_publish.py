@@ -2,11 +2,11 @@
 metastore table name."""
 
 import pytest
-from wals_roberta.jobs.pipeline import publish_run
-from wals_roberta.jobs.runs import storage, tables
-from wals_roberta.jobs.runs.errors import ConfigError, RunStateError
 
 from tests.conftest import make_config
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import ConfigError, RunStateError
+from wals_roberta.jobs.runs.publishing import publish_run
 
 pytestmark = pytest.mark.spark
 

@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from tests.encoders import MINILM
 from wals_roberta.jobs import cli
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.synthetic import generate
-from wals_roberta.jobs.recommend import seen_items
+from wals_roberta.jobs.model.lists import seen_items
 from wals_roberta.jobs.runs import storage, tables
 from wals_roberta.jobs.runs.errors import RunStateError
-
-from tests.encoders import MINILM
 
 pytestmark = pytest.mark.spark
 
@@ -84,7 +84,7 @@ def full_rescore(spark, root, merge):
     """Every user's list from the refreshed run's tables, under ``merge``."""
     from wals_roberta.jobs.cold.merge import read_moments
     from wals_roberta.jobs.config import RecommendConfig
-    from wals_roberta.jobs.recommend import scored_lists
+    from wals_roberta.jobs.model.lists import scored_lists
 
     run = tables.Run(str(root), "daily", "parquet")
     has_scale = tables.has_table(spark, run, "score_scale")
@@ -165,7 +165,7 @@ def test_new_users_and_items_and_seen_items(spark, refreshed):
 
 
 def test_items_to_solve_by_growth(spark):
-    from wals_roberta.jobs.refresh import items_to_solve
+    from wals_roberta.jobs.incremental.vectors import items_to_solve
 
     # Item 0 had 20 known pairs (and 5 test pairs, not counted), item 1 had 2, item 2 none.
     base = spark.createDataFrame(
@@ -189,7 +189,7 @@ def test_items_to_solve_by_growth(spark):
 
 def test_rescore_users_follows_the_rule(spark, monkeypatch):
     from wals_roberta.jobs.config import config_from_dict
-    from wals_roberta.jobs.refresh import rescore_users
+    from wals_roberta.jobs.incremental.rescoring import rescore_users
 
     cfg = config_from_dict(
         {"data": {"interactions": {"path": "x"}}, "output": {"root": "y"}, "recommend": {"k": 2}}
@@ -236,7 +236,9 @@ def test_rescore_users_follows_the_rule(spark, monkeypatch):
     assert rescored([3], mid, seen=[(4, 3), (2, 0), (0, 3)]) == [2, 3, 5]
     assert rescored([], mid) == []  # nothing changed, no list is short: nobody
     # Changed vectors past what the check broadcasts: everyone, without the check.
-    monkeypatch.setattr("wals_roberta.jobs.refresh.MAX_CHECK_FLOATS", cfg.wals.rank - 1)
+    monkeypatch.setattr(
+        "wals_roberta.jobs.incremental.rescoring.MAX_CHECK_FLOATS", cfg.wals.rank - 1
+    )
     assert rescored([3], high) == list(range(6))
 
 
@@ -324,7 +326,7 @@ def test_refreshed_tables_are_layers_over_the_base_read_whole(spark, refreshed):
 
 
 def test_changed_item_rows_are_new_items_and_changed_texts(spark):
-    from wals_roberta.jobs.refresh import changed_item_rows
+    from wals_roberta.jobs.incremental.ids import changed_item_rows
 
     schema = "item_id string, item_idx int, text string, text_hash string"
     old = spark.createDataFrame(

@@ -7,12 +7,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from pyspark.sql import functions as F
+
+from tests.conftest import make_config
 from wals_roberta.jobs import evaluate, prepare, recommend, train_wals
 from wals_roberta.jobs.data.synthetic import generate, write_csv
 from wals_roberta.jobs.runs import tables
 from wals_roberta.jobs.runs.report import PLOT, REPORT, recall_svg, report_markdown
-
-from tests.conftest import make_config
 
 SVG = "{http://www.w3.org/2000/svg}"
 KS = [5, 10, 20, 50]

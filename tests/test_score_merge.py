@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from wals_roberta.jobs.cold.merge import (
     COLD,
     COLD_SOURCE,
@@ -16,7 +17,7 @@ from wals_roberta.jobs.cold.merge import (
 from wals_roberta.jobs.cold.merge_choice import choose_merge, merge_grid
 from wals_roberta.jobs.config import RecommendConfig
 from wals_roberta.jobs.data import columns as C
-from wals_roberta.jobs.recommend import top_k_lists
+from wals_roberta.jobs.model.lists import top_k_lists
 
 
 def moments_of(v: np.ndarray) -> Moments:

@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+
 from wals_roberta.jobs.data.synthetic import TOPICS, generate, item_topics, main
 
 SHAPE = {"n_users": 60, "n_items": 400, "n_interactions": 1200, "seed": 5}

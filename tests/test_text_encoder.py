@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+
+from tests.encoders import MINILM, build_tiny_roberta
 from wals_roberta.udfs.text_encoder import (
     EncoderError,
     EncoderSpec,
@@ -11,8 +13,6 @@ from wals_roberta.udfs.text_encoder import (
     load_encoder,
     pool,
 )
-
-from tests.encoders import MINILM, build_tiny_roberta
 
 TEXTS = [
     "Toy Story (1995). Genres: Animation Children's Comedy",

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from wals_roberta.udfs.topk import (
     ranks_within_rows,
     reaching_pairs,
@@ -237,6 +238,7 @@ def test_pack_user_rows_groups_vectors_and_seen_pairs():
     each user's seen items sorted in CSR form; seen rows of a user without a vector and
     users without seen rows handled."""
     import pyarrow as pa
+
     from wals_roberta.udfs.topk import pack_user_rows
 
     rng = np.random.default_rng(3)

@@ -4,12 +4,12 @@ MlflowClient (skipped without the ``mlflow`` extra)."""
 import json
 
 import pytest
-from wals_roberta.jobs.pipeline import publish_run
-from wals_roberta.jobs.runs import storage, tables
-from wals_roberta.jobs.runs.report import PLOT, REPORT, write_report
-from wals_roberta.jobs.runs.tracking import RUN_ID_TAG, run_metrics
 
 from tests.conftest import make_config
+from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.publishing import publish_run
+from wals_roberta.jobs.runs.report import PLOT, REPORT, write_report
+from wals_roberta.jobs.runs.tracking import RUN_ID_TAG, run_metrics
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402

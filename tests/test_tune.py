@@ -5,6 +5,7 @@ import json
 
 import pytest
 import yaml
+
 from wals_roberta.jobs import cli
 from wals_roberta.jobs.config import config_from_dict, load_config
 from wals_roberta.jobs.data import columns as C

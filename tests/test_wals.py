@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.config import WalsConfig
 from wals_roberta.jobs.data import columns as C
-from wals_roberta.jobs.recommend import seen_items
-from wals_roberta.jobs.train_wals import fit_wals
+from wals_roberta.jobs.model.lists import seen_items
+from wals_roberta.jobs.model.wals import fit_wals
 from wals_roberta.udfs.topk import recommend_top_k
 
 pytestmark = pytest.mark.spark

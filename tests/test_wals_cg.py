@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.model.fold_in import solve_user
 from wals_roberta.jobs.model.wals_cg import fit_wals_cg, initial_vectors, solve_block
@@ -109,9 +110,8 @@ def test_cg_solver_on_ml100k_ranks_as_well_as_mllib(ml100k, tmp_path):
     pipeline is held to in test_ml100k)."""
     import json
 
-    from wals_roberta.jobs import cli
-
     from tests.conftest import ml100k_pipeline_args
+    from wals_roberta.jobs import cli
 
     root = tmp_path / "out"
     args = [*ml100k_pipeline_args(ml100k, root, "wals.solver=cg"), "--run-id", "cg"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from wals_roberta.jobs.runs.errors import WalsRobertaError
 
 POOLINGS = ("cls", "mean", "last4_mean")

@@ -20,6 +20,7 @@ import math
 import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.data import columns as C
 
 KNN_SCHEMA = f"{C.ITEM_IDX} int, setting int, {C.VECTOR} array<float>"
@@ -135,6 +136,7 @@ def vectors_of_neighbours(settings: list[tuple[int, float]]):
     (neighbours in rank order) → ``(item_idx, setting, vector)`` for every setting."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
     from wals_roberta.udfs.topk import vector_rows
 
     def run(batches):

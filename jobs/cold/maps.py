@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.cold.knn import knn_vectors
 from wals_roberta.jobs.cold.validation import ValidationSet, metric_and_error
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.columns import EMBEDDING
 from wals_roberta.jobs.model.projection import FIT, accumulate_stats, ridge_solutions, with_bias
 from wals_roberta.udfs.topk import recommend_top_k
 
-EMBEDDING = "embedding"
 SETTING = "setting"
 
 

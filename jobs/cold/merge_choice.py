@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.cold.merge import (
     COLD,
     Merge,

@@ -19,12 +19,13 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.config import Config, metric_cut
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.splitting import cold_item_flag, split_interactions
 from wals_roberta.jobs.model.metrics import ideal_dcg
+from wals_roberta.jobs.model.wals import fit_factors
 from wals_roberta.jobs.runs import storage
-from wals_roberta.jobs.train_wals import fit_factors
 
 # Bounds of the pseudo-cold share when it follows the run's share of cold items.
 MIN_PSEUDO_COLD, MAX_PSEUDO_COLD = 0.05, 0.5

@@ -14,6 +14,7 @@ VECTOR = "vector"
 SOURCE = "source"
 RANK = "rank"
 SCORE = "score"
+EMBEDDING = "embedding"  # item_embeddings: the text encoder's vector
 SEEN = "seen"
 
 TRAIN = "train"

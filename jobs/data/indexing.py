@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.runs.errors import InputDataError
 
 INT32_MAX = 2**31 - 1

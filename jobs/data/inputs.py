@@ -8,6 +8,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.runs import storage
 from wals_roberta.jobs.runs.errors import InputDataError, first_line

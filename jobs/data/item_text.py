@@ -11,11 +11,19 @@ tokens anyway.
 from __future__ import annotations
 
 import string
+from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.data import columns as C
-from wals_roberta.jobs.runs.errors import ConfigError
+from wals_roberta.jobs.data.inputs import (
+    id_column,
+    read_source,
+    require_columns,
+)
+from wals_roberta.jobs.runs.errors import ConfigError, InputDataError
 
 TEXT = "text"
 TEXT_HASH = "text_hash"
@@ -96,3 +104,64 @@ def catalog_text(catalog: DataFrame, template: str) -> tuple[DataFrame, dict[str
         TEXT_HASH, F.when(F.col(TEXT).isNotNull(), F.sha2(F.col(TEXT), 256))
     )
     return per_item, {k: int(v) for k, v in counts.items()}
+
+
+def read_catalog(
+    spark: SparkSession, cfg: Config
+) -> tuple[DataFrame | None, DataFrame | None, dict[str, Any]]:
+    """The item metadata table, if configured: its distinct ids, the item text built by
+    ``data.items.text_template`` (``(item_id, text, text_hash)``, or None without a
+    template), and its row accounting."""
+    src = cfg.data.items
+    if src.path is None:
+        if src.text_template is not None:
+            raise ConfigError("data.items.text_template is set but data.items.path is not")
+        return None, None, {}
+    raw = read_source(spark, src.path, src.format, "data.items", src.csv_delimiter)
+    require_columns(raw, {"id_col": src.id_col}, "data.items")
+    if src.text_template is not None:
+        check_template(src.text_template, raw.columns)
+    typed = raw.withColumn(C.ITEM_ID, id_column(raw, src.id_col))
+    counts = typed.agg(
+        F.count(F.lit(1)).alias("read"),
+        F.count(C.ITEM_ID).alias("valid"),
+        F.countDistinct(C.ITEM_ID).alias("distinct"),
+    ).first()
+    n_read, n_valid, n_ids = int(counts["read"]), int(counts["valid"]), int(counts["distinct"])
+    report: dict[str, Any] = {
+        "rows_read": n_read,
+        "used": n_ids,
+        "merged": n_valid - n_ids,
+        "dropped": {"null_item_id": n_read - n_valid} if n_read > n_valid else {},
+    }
+    if report["rows_read"] == 0:
+        raise InputDataError("data.items: the input has no rows (an empty catalog)")
+    catalog = typed.filter(F.col(C.ITEM_ID).isNotNull())
+    texts = None
+    if src.text_template is not None:
+        texts, text_counts = catalog_text(catalog, src.text_template)
+        report["text"] = text_counts
+    return catalog.select(C.ITEM_ID).distinct(), texts, report
+
+
+def same_id_type(a: DataFrame, b: DataFrame) -> tuple[DataFrame, DataFrame]:
+    if a.schema[C.ITEM_ID].dataType == b.schema[C.ITEM_ID].dataType:
+        return a, b
+    as_text = F.col(C.ITEM_ID).cast("string").alias(C.ITEM_ID)
+    return (
+        a.withColumn(C.ITEM_ID, as_text),
+        b.withColumn(C.ITEM_ID, as_text),
+    )
+
+
+def with_text(items: DataFrame, texts: DataFrame | None) -> DataFrame:
+    """``items(item_id, item_idx)`` with ``text`` and ``text_hash`` (null without text)."""
+    if texts is None:
+        return items.select(
+            C.ITEM_ID,
+            C.ITEM_IDX,
+            F.lit(None).cast("string").alias(TEXT),
+            F.lit(None).cast("string").alias(TEXT_HASH),
+        )
+    texts = texts.withColumn(C.ITEM_ID, F.col(C.ITEM_ID).cast(items.schema[C.ITEM_ID].dataType))
+    return items.join(texts, C.ITEM_ID, "left").select(C.ITEM_ID, C.ITEM_IDX, TEXT, TEXT_HASH)

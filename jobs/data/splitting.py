@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.data import columns as C
 
 _HASH_BUCKETS = 1_000_000

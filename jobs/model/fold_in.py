@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.model.wals_cg import (
     FACTOR_BLOCK_SCHEMA,

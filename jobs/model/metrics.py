@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.data import columns as C
 
 METRICS = ("recall", "precision", "ndcg", "map", "hit_rate", "coverage", "cold_share")

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from wals_roberta.jobs.runs import tables
 
 FIT, HELD_OUT = 0, 1
 
@@ -148,3 +150,15 @@ def project_embeddings(df: DataFrame, w: np.ndarray, *, emb_col: str, out_col: s
         return pd.Series(list(x @ weights))
 
     return df.withColumn(out_col, apply(F.col(emb_col)))
+
+
+def weights_frame(spark: SparkSession, w: np.ndarray) -> DataFrame:
+    """W as rows ``(row, weights)``: one per embedding dimension, the bias row last."""
+    rows = [(i, [float(v) for v in row]) for i, row in enumerate(w.astype(np.float32))]
+    return spark.createDataFrame(rows, "row int, weights array<float>").coalesce(1)
+
+
+def read_weights(spark: SparkSession, run: tables.Run) -> np.ndarray:
+    """The W a run's project stage fitted."""
+    rows = tables.read_table(spark, run, "projection").orderBy("row").collect()
+    return np.array([r["weights"] for r in rows], dtype=np.float32)

@@ -27,6 +27,7 @@ import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.data import columns as C
 
 RATING_BLOCK_SCHEMA = (
@@ -150,6 +151,7 @@ def pack_ratings(key: str, other: str, alpha: float):
 
 def block_batch(block: int, **arrays: np.ndarray):
     import pyarrow as pa
+
     from wals_roberta.udfs.topk import one_row_lists
 
     cols = [pa.array([block], type=pa.int32()), *one_row_lists(**arrays)]
@@ -204,6 +206,7 @@ def solve_partition(n_fixed: int | None, rank: int, solve):
     emitted); ``present`` marks the fixed-side indexes that arrived with a vector.
     ``n_fixed`` of None sizes the fixed table from the largest index the partition sees."""
     import pyarrow as pa
+
     from wals_roberta.udfs.topk import list_values
 
     def run(batches):

@@ -15,6 +15,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from pyspark.sql import SparkSession
+
 from wals_roberta.jobs.model.metrics import METRICS
 from wals_roberta.jobs.runs import storage, tables
 

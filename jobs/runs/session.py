@@ -7,6 +7,7 @@ import sys
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+
 from wals_roberta.jobs.config import Config
 
 

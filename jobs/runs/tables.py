@@ -19,6 +19,7 @@ from typing import Any
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.runs import storage
 from wals_roberta.jobs.runs.errors import ConfigError, RunStateError, first_line
@@ -222,6 +223,7 @@ def versions() -> dict[str, str]:
     import pandas
     import pyarrow
     import pyspark
+
     from wals_roberta.jobs import __version__
 
     return {

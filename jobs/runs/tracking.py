@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
+
 from wals_roberta.jobs.config import MLFLOW_MISSING, Config
 from wals_roberta.jobs.runs import report, storage, tables
 from wals_roberta.jobs.runs.errors import ConfigError, first_line

@@ -1,0 +1,125 @@
+"""Raw interactions as the stages use them: read and checked (rows counted as used,
+merged or dropped with a reason), duplicates of a (user, item) pair merged, time decay and
+the confidence rating WALS trains on. Shared by ``prepare``, ``refresh`` and ``tune``."""
+
+from __future__ import annotations
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from wals_roberta.jobs.config import Config
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.inputs import (
+    CheckedRows,
+    check_rows,
+    id_column,
+    interaction_checks,
+    numeric_column,
+    read_source,
+    require_columns,
+    timestamp_seconds,
+)
+
+SECONDS_PER_DAY = 86_400.0
+
+
+def standardize_interactions(
+    raw: DataFrame,
+    *,
+    user_col: str,
+    item_col: str,
+    strength_col: str | None,
+    timestamp_col: str | None,
+) -> DataFrame:
+    """Rename to the internal columns; ids typed (long or string), strength a double (1.0 per
+    event without a strength column), timestamp unix seconds. ``_raw_strength`` keeps the
+    input value so a non-numeric one can be told from a null one."""
+    cols = [id_column(raw, user_col).alias(C.USER_ID), id_column(raw, item_col).alias(C.ITEM_ID)]
+    if strength_col is None:
+        cols += [F.lit(1.0).alias(C.STRENGTH), F.lit("1").alias("_raw_strength")]
+    else:
+        cols += [
+            numeric_column(raw, strength_col).alias(C.STRENGTH),
+            F.col(strength_col).cast("string").alias("_raw_strength"),
+        ]
+    if timestamp_col is None:
+        cols.append(F.lit(None).cast("long").alias(C.TIMESTAMP))
+    else:
+        cols.append(timestamp_seconds(raw, timestamp_col).alias(C.TIMESTAMP))
+    return raw.select(*cols)
+
+
+def weight_by_time_decay(events: DataFrame, *, half_life_days: float) -> DataFrame:
+    """Multiply each event's strength by 0.5^(age / half-life), age measured from the newest
+    event in the data (so the same input gives the same weights whenever it runs)."""
+    newest = events.agg(F.max(C.TIMESTAMP)).first()[0]
+    age_days = (F.lit(newest) - F.col(C.TIMESTAMP)) / SECONDS_PER_DAY
+    return events.withColumn(
+        C.STRENGTH, F.col(C.STRENGTH) * F.pow(F.lit(0.5), age_days / half_life_days)
+    )
+
+
+def merge_duplicates(events: DataFrame) -> DataFrame:
+    """One row per (user, item): strengths summed, latest timestamp, number of events."""
+    return events.groupBy(C.USER_ID, C.ITEM_ID).agg(
+        F.sum(C.STRENGTH).alias(C.STRENGTH),
+        F.max(C.TIMESTAMP).alias(C.TIMESTAMP),
+        F.count(F.lit(1)).cast("int").alias(C.N_EVENTS),
+    )
+
+
+def confidence_rating(strength: Column, *, form: str, log_epsilon: float = 1.0) -> Column:
+    """The ALS rating r for Spark's ``c = 1 + alpha * r``.
+
+    binary: 1 for any positive strength; linear (and time_decay, whose strengths were
+    already decayed): r = s; log: r = log(1 + s / epsilon) (Hu, Koren & Volinsky 2008);
+    sqrt: r = sqrt(s). A zero strength gives r = 0, which Spark reads as no preference.
+    """
+    if form == "binary":
+        rating = F.when(strength > 0, F.lit(1.0)).otherwise(F.lit(0.0))
+    elif form in ("linear", "time_decay"):
+        rating = strength
+    elif form == "log":
+        rating = F.log1p(strength / F.lit(log_epsilon))
+    elif form == "sqrt":
+        rating = F.sqrt(strength)
+    else:
+        raise ValueError(f"unknown confidence form {form!r}")
+    return rating.cast("float")
+
+
+def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, CheckedRows, DataFrame]:
+    """The configured interactions read, checked and merged to one row per (user, item):
+    ``(raw, checked, merged)``; ``raw`` and ``merged`` are persisted (unpersist when done),
+    ``checked`` carries the read and dropped counts."""
+    src = cfg.data.interactions
+    raw = read_source(spark, src.path, src.format, "data.interactions", src.csv_delimiter)
+    # Checks, typing and merging read the input several times: parse it once.
+    raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+    require_columns(
+        raw,
+        {
+            "user_col": src.user_col,
+            "item_col": src.item_col,
+            "strength_col": src.strength_col,
+            "timestamp_col": src.timestamp_col,
+        },
+        "data.interactions",
+    )
+    std = standardize_interactions(
+        raw,
+        user_col=src.user_col,
+        item_col=src.item_col,
+        strength_col=src.strength_col,
+        timestamp_col=src.timestamp_col,
+    )
+    reasons, describe = interaction_checks(std, src.strength_col, src.timestamp_col)
+    checked = check_rows(
+        std, reasons, describe, "data.interactions", drop=src.invalid_rows == "drop"
+    )
+    events = checked.rows.drop("_raw_strength")
+    if cfg.wals.confidence == "time_decay":
+        events = weight_by_time_decay(events, half_life_days=cfg.wals.half_life_days)
+    merged = merge_duplicates(events).persist(StorageLevel.MEMORY_AND_DISK)
+    return raw, checked, merged
