@@ -130,7 +130,12 @@ pack_env() {
   venv="$build_dir/spark-env"
   echo "spark-submit.sh: building the packed environment in $build_dir (once)" >&2
   rm -rf "$venv" "$archive" "$stamp" "$build_dir/dist"
-  "$python_bin" -m pip wheel --quiet --no-deps --wheel-dir "$build_dir/dist" "$here" >&2
+  # Built from a copy of the sources: an in-tree build keeps files under build/lib that
+  # a later wheel would ship even after they are gone from the checkout.
+  local src="$zip_dir/src"
+  mkdir -p "$src"
+  cp -R "$here/setup.py" "$here/setup.cfg" "$here/README.md" "$here/jobs" "$here/udfs" "$src/"
+  "$python_bin" -m pip wheel --quiet --no-deps --wheel-dir "$build_dir/dist" "$src" >&2
   "$python_bin" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip >&2
   "$venv/bin/pip" install --quiet "torch==2.13.0" >&2

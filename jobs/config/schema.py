@@ -96,7 +96,7 @@ class WalsConfig:
     checkpoint_interval: int = 5
     checkpoint_dir: str | None = None
     # mllib: MLlib's ALS (normal equations per user and item, Cholesky). cg: the same
-    # objective by conjugate gradient on executors (jobs/wals_cg.py), cg_steps per solve.
+    # objective by conjugate gradient on executors (jobs/model/wals_cg.py), cg_steps per solve.
     solver: Literal["mllib", "cg"] = "mllib"
     cg_steps: int = 3
     # cg: blocks per side. Each block receives a copy of the other side's vectors, so one
