@@ -36,5 +36,5 @@ test-all: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check jobs udfs tests notebooks dags
-	$(BIN)/ruff format --check jobs udfs tests notebooks dags
+	$(BIN)/ruff check jobs udfs tests notebooks dags bench
+	$(BIN)/ruff format --check jobs udfs tests notebooks dags bench

@@ -1,16 +1,16 @@
 """Command line: ``wals-roberta <stage> --config FILE [--set key=value ...] [--run-id ID]``
-(also ``python -m wals_roberta.jobs.cli``). The one entry point: stage modules import
-nothing from here, and this module imports a stage only when it runs."""
+(also ``python -m wals_roberta.jobs.cli``). Stages import nothing from here (each stage
+module's own ``main()`` goes through :mod:`runs.entry`, as this one does), and this module
+imports a stage only when it runs."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from wals_roberta.jobs.runs.errors import WalsRobertaError
+from wals_roberta.jobs.runs.entry import add_arguments, run_command
 
 # stage -> (module, function); imported only when the stage runs.
 STAGES: dict[str, tuple[str, str]] = {
@@ -33,22 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Implicit-feedback recommendations on Spark: WALS factors, top-k tables.",
     )
     parser.add_argument("stage", choices=list(STAGES), help="stage to run; pipeline runs all")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. conf/demo.yaml")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key by its dotted path, e.g. --set wals.rank=128 (repeatable)",
-    )
-    parser.add_argument(
-        "--run-id",
-        default=None,
-        help="run directory name under <output.root>/runs; prepare and pipeline start a new "
-        "one when omitted, other stages use the latest",
-    )
-    return parser
+    return add_arguments(parser)
 
 
 def stage_function(stage: str) -> Callable[..., Any]:
@@ -58,36 +43,7 @@ def stage_function(stage: str) -> Callable[..., Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from wals_roberta.jobs.config import load_config
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-        from pyspark.sql import SparkSession
-
-        from wals_roberta.jobs.runs.session import build_session
-
-        owns_session = SparkSession.getActiveSession() is None
-        spark = build_session(cfg)
-        try:
-            result = stage_function(args.stage)(spark, cfg, run_id=args.run_id)
-        finally:
-            if owns_session:
-                spark.stop()
-    except WalsRobertaError as exc:
-        print(f"wals-roberta {args.stage}: error: {exc}", file=sys.stderr)
-        return 2
-    _print_where(args.stage, result)
-    return 0
-
-
-def _print_where(stage: str, result: Any) -> None:
-    if not isinstance(result, dict):
-        return
-    if "run_dir" in result:
-        print(f"run directory: {result['run_dir']}")
-    publish = result.get("publish") if stage == "pipeline" else result
-    if isinstance(publish, dict) and "path" in publish:
-        print(f"published recommendations: {publish['path']}")
+    return run_command(args.stage, stage_function(args.stage), args)
 
 
 if __name__ == "__main__":

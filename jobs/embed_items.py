@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.model.embedding import embed
 from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.entry import stage_main
 from wals_roberta.jobs.runs.errors import ConfigError
 
 
@@ -26,3 +27,13 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     with tables.stage(spark, run_, "embed", cfg) as report:
         embed(spark, cfg, run_, report)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.embed_items``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("embed", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,6 +19,7 @@ from wals_roberta.jobs.model.lists import known_history, seen_items, top_k_lists
 from wals_roberta.jobs.model.metrics import format_table, ranking_metrics
 from wals_roberta.jobs.model.wals import fit_wals
 from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.entry import stage_main
 from wals_roberta.jobs.runs.errors import ConfigError
 from wals_roberta.jobs.runs.report import cold_summary, write_report
 
@@ -269,3 +270,13 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 4) if b else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.evaluate``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("evaluate", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -23,6 +23,7 @@ from wals_roberta.jobs import (
 )
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.entry import stage_main
 from wals_roberta.jobs.runs.errors import RunStateError
 
 
@@ -94,3 +95,13 @@ def tune_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dic
         run_id = tables.open_run(spark, cfg, None, create=True).run_id
         prepare.run(spark, cfg, run_id)
     return tune.run(spark, cfg, run_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.pipeline``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("pipeline", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,6 +26,7 @@ from wals_roberta.jobs.data.item_text import (
 )
 from wals_roberta.jobs.data.splitting import split_interactions
 from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.entry import stage_main
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -102,3 +103,13 @@ def _check_accounting(counts: dict[str, Any]) -> None:
     total = counts["used"] + counts["merged"] + sum(counts["dropped"].values())
     if total != counts["rows_read"]:  # a bug in this module, never a user error
         raise AssertionError(f"row accounting does not add up: {counts}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.prepare``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("prepare", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

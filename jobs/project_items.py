@@ -48,6 +48,7 @@ from wals_roberta.jobs.model.projection import (
     weights_frame,
 )
 from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.entry import stage_main
 from wals_roberta.jobs.runs.errors import InputDataError
 from wals_roberta.jobs.runs.session import in_canonical_order
 
@@ -306,3 +307,13 @@ def source_moments(item_vectors: DataFrame, val_cold: Moments | None) -> dict[st
     if warm is None or cold is None:
         return None
     return {WARM_SOURCE: warm, COLD_SOURCE: cold}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.project_items``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("project", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -27,6 +27,7 @@ from wals_roberta.jobs.model.lists import (
     seen_items,
 )
 from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.entry import stage_main
 
 
 def fold_in_vectors(
@@ -112,3 +113,13 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             report["cold_share"] = round(float(observed.get["cold_share"] or 0.0), 6)
         report["exclude_seen"] = cfg.recommend.exclude_seen
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.recommend``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("recommend", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -70,6 +70,7 @@ from wals_roberta.jobs.model.lists import (
     with_original_ids,
 )
 from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.entry import stage_main
 from wals_roberta.jobs.runs.errors import ConfigError
 from wals_roberta.jobs.runs.publishing import publish_run
 from wals_roberta.jobs.runs.session import small
@@ -433,3 +434,13 @@ def rescore(r: Refresh) -> None:
         rescored_users=n_rescored,
         kept_users=scorable.count() - n_rescored,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.refresh``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("refresh", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,7 @@ from wals_roberta.jobs.model.wals import (
     fit_wals,
 )
 from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.entry import stage_main
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -49,3 +50,13 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         report["rank"] = cfg.wals.rank
         storage.delete(spark, checkpoints)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.train_wals``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``."""
+    return stage_main("train", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,6 +32,7 @@ from wals_roberta.jobs.model.lists import seen_items, top_k_lists
 from wals_roberta.jobs.model.metrics import ranking_metrics
 from wals_roberta.jobs.model.wals import fit_wals
 from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.entry import stage_main
 
 # Recorded for every trial; tune.metric ranks the trials by one of them.
 TRIAL_METRICS = ("recall", "ndcg", "precision", "map", "hit_rate")
@@ -142,3 +143,14 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         report.update(best=best, tuned_config=target, trials=len(results))
         report["rows"]["validation"] = rows.filter(F.col(C.SPLIT) == C.TEST).count()
     return {"run_id": run_.run_id, "run_dir": run_.dir, **report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wals_roberta.jobs.tune``: this stage alone,
+    with the CLI's ``--config``, ``--set`` and ``--run-id``. It tunes the given or the
+    latest run; ``wals-roberta tune`` without ``--run-id`` prepares a new one first."""
+    return stage_main("tune", run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -145,3 +145,19 @@ def test_the_wheel_has_one_import_name_and_the_same_modules(tmp_path):
         if f.endswith(".py")
     }
     assert shipped == installed_modules()
+
+
+@pytest.mark.parametrize("module", ["prepare", "refresh"])
+def test_a_stage_module_runs_alone_with_the_clis_arguments(module, tmp_path):
+    """``python -m wals_roberta.jobs.<stage>`` parses the CLI's arguments and reports a bad
+    config in one line, exit status 2, before any session starts."""
+    missing = tmp_path / "nope.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", f"wals_roberta.jobs.{module}", "--config", str(missing)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"wals-roberta {module}: error: ") and str(missing) in line
