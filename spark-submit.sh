@@ -20,6 +20,10 @@
 # run ./environment/bin/python. As with any venv-pack archive, the nodes need the same
 # Python version at the same path as the machine that packed it.
 #
+# Spark Connect (SPARK_REMOTE, spark-submit's --remote) does not apply here: this script
+# starts a classic driver and ships code and Python to its executors, and a Connect server
+# has its own. Run the CLI instead: SPARK_REMOTE=sc://host:15002 wals-roberta <stage> ...
+#
 # Other options of this script:
 #   --build-dir DIR   where the wheel and the packed environment are built (default: build)
 #   --env-extras LIST extras of the package to put in the packed environment, comma
@@ -31,7 +35,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 stages=" prepare train embed project recommend evaluate publish pipeline refresh tune "
 
 usage() {
-  sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   echo "stages:${stages}"
 }
 
@@ -53,6 +57,7 @@ while [[ $# -gt 0 ]]; do
     --env=*) env_mode="${1#--env=}"; shift; continue ;;
     --build-dir) [[ $# -gt 1 ]] || die "--build-dir needs a value"; build_dir="$2"; shift 2; continue ;;
     --env-extras) [[ $# -gt 1 ]] || die "--env-extras needs a value"; env_extras="$2"; shift 2; continue ;;
+    --remote|--remote=*) die "--remote: for Spark Connect run the CLI, not this script: SPARK_REMOTE=<url> wals-roberta <stage> ..." ;;
     --master) [[ $# -gt 1 ]] && master="$2" ;;
     --master=*) master="${1#--master=}" ;;
     --deploy-mode) [[ $# -gt 1 ]] && deploy_mode="$2" ;;
@@ -72,6 +77,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 [[ $# -gt 0 ]] || { usage >&2; die "no stage given; one of:${stages}"; }
+[[ -z "${SPARK_REMOTE:-}" ]] || die "SPARK_REMOTE is set ($SPARK_REMOTE): for Spark Connect run the CLI, not this script: wals-roberta $1 ..."
 
 python_bin="${PYSPARK_PYTHON:-}"
 if [[ -z "$python_bin" ]]; then

@@ -15,7 +15,8 @@ One DAG run a day. A branch picks the path for the day:
 Param ``mode`` (``auto`` by default) forces ``retrain`` or ``refresh`` for a manual
 trigger, e.g. the very first run, which must be a retrain: refresh needs a published run.
 
-Every task runs the repository's ``spark-submit.sh`` with the bash command below, which is
+Every task runs the repository's ``spark-submit.sh`` (or, with the setting
+``spark_remote``, the CLI as a Spark Connect client) with the bash command below, which is
 the same constant string for every task: the settings reach it only through the task's
 environment (``WR_*`` variables, each referenced quoted), never pasted into the command,
 so nothing a user types is run by the shell.
@@ -58,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "overrides": [],
     "refresh_overrides": [],
     "submit_options": [],
+    # A Spark Connect URL (sc://host:port): the tasks run the CLI as a Connect client
+    # instead of spark-submit.sh (which starts a classic driver); empty: spark-submit.sh.
+    "spark_remote": "",
     "retrain_weekday": "sunday",
 }
 
@@ -97,6 +101,11 @@ if stage not in [name for name, _ in stages(cfg)]:
     print(f"{stage}: not a stage of this config (no item text, or nothing held out); skipped")
     sys.exit(99)
 PY
+fi
+if [[ -n "$WR_SPARK_REMOTE" ]]; then
+  export SPARK_REMOTE="$WR_SPARK_REMOTE"
+  exec "$py" -m wals_roberta.jobs.cli "$WR_STAGE" --config "$WR_CONFIG" "${sets[@]}" \
+    --run-id "$WR_RUN_ID"
 fi
 exec ./spark-submit.sh "${submit[@]}" "$WR_STAGE" --config "$WR_CONFIG" "${sets[@]}" \
   --run-id "$WR_RUN_ID"
@@ -153,6 +162,7 @@ def stage_env(stage: str, run_suffix: str, extra_overrides: str | None = None) -
         "WR_CONFIG": setting("config"),
         "WR_OVERRIDES": overrides,
         "WR_SUBMIT_OPTIONS": setting("submit_options"),
+        "WR_SPARK_REMOTE": setting("spark_remote"),
         "WR_RUN_ID": f"{{{{ wr_run_stamp(dag_run) }}}}-{run_suffix}",
     }
 
@@ -196,6 +206,9 @@ with DAG(
         ),
         "retrain_weekday": _nullable(
             "string", "weekday of the full retrain (UTC)", enum=[None, *WEEKDAYS]
+        ),
+        "spark_remote": _nullable(
+            "string", "Spark Connect URL (sc://host:port); the tasks then run as its clients"
         ),
     },
     tags=["wals-roberta"],

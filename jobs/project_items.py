@@ -50,7 +50,7 @@ from wals_roberta.jobs.model.projection import (
 from wals_roberta.jobs.runs import storage, tables
 from wals_roberta.jobs.runs.entry import stage_main
 from wals_roberta.jobs.runs.errors import InputDataError
-from wals_roberta.jobs.runs.session import in_canonical_order
+from wals_roberta.jobs.runs.session import in_canonical_order, parallelism
 
 PROJECTED = "projected"
 
@@ -187,7 +187,7 @@ def warm_items(
     # Item-sized: one partition per core, not one per shuffle partition (each Python
     # task below would start a worker for a handful of items); in canonical order, so
     # that the statistics are summed in the same order in every run.
-    warm = in_canonical_order(warm, spark.sparkContext.defaultParallelism, C.ITEM_IDX).cache()
+    warm = in_canonical_order(warm, parallelism(spark), C.ITEM_IDX).cache()
     return train_counts, warm
 
 

@@ -33,6 +33,7 @@ from wals_roberta.jobs.model.metrics import ranking_metrics
 from wals_roberta.jobs.model.wals import fit_wals
 from wals_roberta.jobs.runs import storage, tables
 from wals_roberta.jobs.runs.entry import stage_main
+from wals_roberta.jobs.runs.session import in_this_thread
 
 # Recorded for every trial; tune.metric ranks the trials by one of them.
 TRIAL_METRICS = ("recall", "ndcg", "precision", "map", "hit_rate")
@@ -120,7 +121,9 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         n_items = tables.read_table(spark, run_, "items").count()
         checkpoints = storage.join(run_.root, "checkpoints", f"{run_.run_id}-tune")
         todo = trials(cfg)
-        with ThreadPoolExecutor(max_workers=t.parallelism) as pool:
+        with ThreadPoolExecutor(
+            t.parallelism, initializer=in_this_thread, initargs=(spark,)
+        ) as pool:
             results = list(
                 pool.map(lambda tr: score_trial(rows, tr, cfg, k, n_items, checkpoints), todo)
             )

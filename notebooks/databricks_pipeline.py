@@ -11,6 +11,10 @@
 # MAGIC run) · `tune`. An empty run id starts a new run for `pipeline`, `prepare` and `refresh`
 # MAGIC and uses the latest run for the others. As a Databricks job, schedule `pipeline` weekly
 # MAGIC and `refresh` daily, as the Airflow DAG in `dags/` does.
+# MAGIC
+# MAGIC Any compute: a dedicated cluster's classic session, or serverless and standard access
+# MAGIC mode, which are Spark Connect (the run's files then go through this notebook's own
+# MAGIC file system: keep `output.root` on a Unity Catalog volume, `/Volumes/...`).
 
 # COMMAND ----------
 
@@ -18,7 +22,9 @@ from wals_roberta.jobs.cli import STAGES
 
 dbutils.widgets.text("config", "/Workspace/Repos/you/wals-roberta/conf/default.yaml", "Config file")
 dbutils.widgets.text(
-    "overrides", "output.root=dbfs:/wals-roberta", "Overrides (key=value per line)"
+    "overrides",
+    "output.root=/Volumes/main/default/wals_roberta",
+    "Overrides (key=value per line)",
 )
 dbutils.widgets.dropdown("stage", "pipeline", list(STAGES), "Stage")
 dbutils.widgets.text("run_id", "", "Run id (empty: new for pipeline/prepare/refresh, else latest)")

@@ -161,3 +161,16 @@ def test_a_stage_module_runs_alone_with_the_clis_arguments(module, tmp_path):
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"wals-roberta {module}: error: ") and str(missing) in line
+
+
+def test_only_the_session_and_storage_modules_touch_the_jvm():
+    """Spark Connect has no ``sparkContext``, ``_jvm`` or ``_jsc``: what needs them is
+    answered in runs/session.py (the session's kind, parallelism, checkpoints) and
+    runs/storage.py (the JVM file-system backend)."""
+    allowed = {REPO / "jobs" / "runs" / "session.py", REPO / "jobs" / "runs" / "storage.py"}
+    for path in SOURCES:
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("sparkContext", "_jvm", "_jsc"):
+                raise AssertionError(f"{path.relative_to(REPO)}:{node.lineno} uses .{node.attr}")

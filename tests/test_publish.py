@@ -68,7 +68,8 @@ def test_published_table_is_registered_and_follows_the_swap(spark, tmp_path):
         publish_run(spark, cfg, "t2")
         assert sorted(tuple(r) for r in spark.table(name).collect()) == second
         location = spark.sql(f"DESCRIBE TABLE EXTENDED {name}").where("col_name = 'Location'")
-        assert location.first()["data_type"].rstrip("/").endswith("/out/recommendations")
+        # The table reads the published run's own lists, moved there in one metastore update.
+        assert location.first()["data_type"].rstrip("/").endswith("/out/runs/t2/recommendations")
         # A table of that name somewhere else is not taken over.
         other = make_config(tmp_path / "elsewhere", "unused.csv", **{"output.table": name})
         run_lists(spark, tables.open_run(spark, other, "t3", create=True), offset=90)

@@ -362,7 +362,9 @@ def recommend_top_k(
         # blocks on 2 cores would leave one core idle for the last). Each block costs a task,
         # the item blocks' transfer and the kernel's set-up: at 10^7 interactions 16,384
         # users per block ran the scoring in 18 s, 4,096 in 23 s.
-        cores = user_vectors.sparkSession.sparkContext.defaultParallelism
+        from wals_roberta.jobs.runs.session import parallelism
+
+        cores = parallelism(user_vectors.sparkSession)
         n_user_blocks = user_block_count(int(stats[0]), users_per_block, cores)
         rank = int(stats[1])
     if seen is not None:

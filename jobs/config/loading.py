@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 import types
 import typing
 from collections import abc
@@ -29,6 +30,7 @@ from wals_roberta.jobs.config.schema import (
     ProjectionConfig,
     RecommendConfig,
     RefreshConfig,
+    SparkConfig,
     SplitConfig,
     TrackingConfig,
     TuneConfig,
@@ -37,6 +39,8 @@ from wals_roberta.jobs.config.schema import (
 )
 from wals_roberta.jobs.runs.errors import ConfigError, first_line
 
+# spark.remote: what SparkSession.builder.remote() takes.
+REMOTE = re.compile(r"sc://[^\s/]+(/.*)?|local(\[(\d+|\*)\])?")
 MLFLOW_MISSING = (
     "tracking.mlflow: true needs the mlflow package on the driver; install the extra "
     "with pip install 'wals-roberta[mlflow]' (or set tracking.mlflow=false)"
@@ -80,6 +84,7 @@ def replace(cfg: Config, **dotted: Any) -> Config:
 
 def validate(cfg: Config) -> None:
     """Range and cross-key checks, section by section; raises ConfigError naming the key."""
+    _validate_spark(cfg.spark)
     _validate_data_and_output(cfg.data, cfg.output)
     _validate_tracking(cfg.tracking)
     _validate_wals(cfg.wals, cfg.data.interactions)
@@ -100,6 +105,16 @@ def metric_cut(metric: str) -> tuple[str, int] | None:
 
 
 # --- one check per section, in the order validate runs them ----------------------------
+
+
+def _validate_spark(spark: SparkConfig) -> None:
+    remote = spark.remote
+    _require(
+        remote is None or REMOTE.fullmatch(remote) is not None,
+        "spark.remote",
+        "a Spark Connect URL (sc://host[:port][/;param=value...]) or local[N], or unset",
+        remote,
+    )
 
 
 def _validate_data_and_output(data: DataConfig, output: OutputConfig) -> None:

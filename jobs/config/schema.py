@@ -21,9 +21,13 @@ TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}"
 @dataclass(frozen=True)
 class SparkConfig:
     """Session settings. ``master`` null keeps the launcher's choice (spark-submit's
-    ``--master``; plain ``python`` gets Spark's local default)."""
+    ``--master``; plain ``python`` gets Spark's local default); ``remote`` makes the session
+    a Spark Connect client."""
 
     master: str | None = None
+    # A Spark Connect server (sc://host:port, or local[N] for one started here); null:
+    # SPARK_REMOTE when set, else a classic session.
+    remote: str | None = None
     app_name: str = "wals-roberta"
     conf: Mapping[str, str] = field(default_factory=dict)
 

@@ -17,7 +17,7 @@ from wals_roberta.jobs.cold.merge import (
 )
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.data import columns as C
-from wals_roberta.jobs.runs.session import small
+from wals_roberta.jobs.runs.session import Shipped, is_connect, small
 from wals_roberta.udfs.topk import reaching_pairs
 
 KTH = "kth"
@@ -32,6 +32,9 @@ MOVED = "moved"
 # The changed items' vectors are broadcast for the re-score check up to this many floats
 # (64 MB); past it so many items changed that every user is re-scored.
 MAX_CHECK_FLOATS = 1 << 24
+# On Spark Connect they travel inside the check's function instead (no broadcast
+# variables), which keeps them to 16 MB.
+MAX_SHIPPED_FLOATS = 1 << 22
 
 
 def rescore_users(
@@ -68,7 +71,8 @@ def rescore_users(
     k = cfg.recommend.k
     merge = merge or Merge()
     n_changed = changed_items.count()
-    if n_changed * 2 >= n_items or n_changed * cfg.wals.rank > MAX_CHECK_FLOATS:
+    limit = MAX_CHECK_FLOATS if not is_connect(user_vectors.sparkSession) else MAX_SHIPPED_FLOATS
+    if n_changed * 2 >= n_items or n_changed * cfg.wals.rank > limit:
         return user_vectors.select(C.USER_IDX)
     # Read once: the lists' flags and the broadcast vectors both start here.
     changed = small(changed_items, n_changed).join(item_vectors, C.ITEM_IDX).localCheckpoint()
@@ -141,9 +145,9 @@ def reaching(users: DataFrame, items: DataFrame) -> DataFrame | None:
     ids = table.column(C.ITEM_IDX).to_numpy().astype(np.int32)
     flat = table.column(C.VECTOR).combine_chunks().flatten().to_numpy(zero_copy_only=False)
     vectors = flat.astype(np.float32).reshape(table.num_rows, -1)
-    shipped = users.sparkSession.sparkContext.broadcast((ids, vectors))
+    shipped = Shipped(users.sparkSession, (ids, vectors))
     pairs = users.mapInArrow(
-        reaching_pairs(shipped), f"{C.USER_IDX} int, {C.ITEM_IDX} int"
+        reaching_pairs(shipped.for_tasks()), f"{C.USER_IDX} int, {C.ITEM_IDX} int"
     ).localCheckpoint()  # eager: the broadcast is no longer needed after it
-    shipped.unpersist()
+    shipped.release()
     return pairs

@@ -20,6 +20,7 @@ from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.columns import EMBEDDING
 from wals_roberta.jobs.data.item_text import TEXT, TEXT_HASH
 from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.session import parallelism
 from wals_roberta.udfs.text_encoder import EncoderSpec, embedding_udf, encoder_fingerprint
 
 FINGERPRINT = "fingerprint"
@@ -73,7 +74,7 @@ def encode(todo: DataFrame, spec: EncoderSpec, n_texts: int, arrow_batch_size: i
     """
     spark = todo.sparkSession
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_size))
-    slots = spark.sparkContext.defaultParallelism
+    slots = parallelism(spark)
     waves = max(1, math.ceil(n_texts / (slots * TEXTS_PER_TASK)))
     partitions = max(1, min(n_texts, slots * waves))
     embed = embedding_udf(spec)

@@ -33,7 +33,7 @@ from wals_roberta.jobs.model.wals_cg import (
     rating_blocks,
     routing_keys,
 )
-from wals_roberta.jobs.runs.session import in_canonical_order
+from wals_roberta.jobs.runs.session import in_canonical_order, parallelism
 from wals_roberta.udfs.topk import vector_rows
 
 METHODS = ("solve", "mean")
@@ -79,7 +79,7 @@ def gram_matrix(
         yield pd.DataFrame({"gram": [total.ravel()]})
 
     gram = np.zeros((rank, rank))
-    tasks = item_vectors.sparkSession.sparkContext.defaultParallelism
+    tasks = parallelism(item_vectors.sparkSession)
     parts = (
         in_canonical_order(item_vectors.select(key, vector_col), tasks, key)
         .select(vector_col)
@@ -216,7 +216,7 @@ def fold_in_users(
         else None
     )
     spark = history.sparkSession
-    n_blocks = spark.sparkContext.defaultParallelism
+    n_blocks = parallelism(spark)
     ratings = rating_blocks(
         history.select(
             F.col(key).cast("int").alias(key), F.col(other).cast("int").alias(other), C.RATING

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from wals_roberta.jobs.runs import tables
+from wals_roberta.jobs.runs.session import parallelism
 
 FIT, HELD_OUT = 0, 1
 
@@ -119,7 +120,7 @@ def accumulate_stats(
     """Per-fold statistics of ``df(fold, <emb_col>, <target_col>)``: summed per task on the
     executors (one task per core: the partitions are coalesced first), one small row per
     task and fold reduced on the driver; one Spark job."""
-    tasks = df.sparkSession.sparkContext.defaultParallelism
+    tasks = parallelism(df.sparkSession)
     parts = (
         df.select("fold", emb_col, target_col)
         .coalesce(tasks)

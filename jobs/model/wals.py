@@ -13,7 +13,7 @@ from wals_roberta.jobs.config import Config, WalsConfig
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.model.wals_cg import fit_wals_cg
 from wals_roberta.jobs.runs import storage, tables
-from wals_roberta.jobs.runs.session import in_canonical_order
+from wals_roberta.jobs.runs.session import in_canonical_order, parallelism, use_checkpoint_dir
 
 
 def build_als(w: WalsConfig) -> ALS:
@@ -41,7 +41,7 @@ def build_als(w: WalsConfig) -> ALS:
 def solver_input(train: DataFrame, w: WalsConfig) -> DataFrame:
     """``(user_idx, item_idx, rating)`` of ``train`` in canonical order, at least one
     partition per user block and per core."""
-    partitions = max(w.user_blocks, train.sparkSession.sparkContext.defaultParallelism)
+    partitions = max(w.user_blocks, parallelism(train.sparkSession))
     rows = train.select(C.USER_IDX, C.ITEM_IDX, C.RATING)
     return in_canonical_order(rows, partitions, C.USER_IDX, C.ITEM_IDX)
 
@@ -50,8 +50,7 @@ def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
     """Fit on ``train(user_idx, item_idx, rating)``, its rows in canonical order. A
     checkpoint directory is always set: without one Spark ignores checkpointInterval and
     long runs overflow the stack."""
-    spark = train.sparkSession
-    spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    use_checkpoint_dir(train.sparkSession, checkpoint_dir)
     ratings = solver_input(train, w).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         return build_als(w).fit(ratings)
@@ -62,9 +61,9 @@ def fit_wals(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> ALSModel:
 def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFrame, DataFrame]:
     """The conjugate-gradient solver (:mod:`model.wals_cg`), ``wals.cg_blocks`` blocks per
     side (default one per core); factors as ``(id, features)`` like an ALSModel's."""
-    context = train.sparkSession.sparkContext
-    context.setCheckpointDir(checkpoint_dir)
-    blocks = w.cg_blocks or context.defaultParallelism
+    spark = train.sparkSession
+    reliable = use_checkpoint_dir(spark, checkpoint_dir) is not None
+    blocks = w.cg_blocks or parallelism(spark)
     user_factors, item_factors = fit_wals_cg(
         solver_input(train, w),
         rank=w.rank,
@@ -75,7 +74,7 @@ def fit_cg(train: DataFrame, w: WalsConfig, checkpoint_dir: str) -> tuple[DataFr
         user_blocks=blocks,
         item_blocks=blocks,
         seed=w.seed,
-        checkpoint_interval=w.checkpoint_interval,
+        checkpoint_interval=w.checkpoint_interval if reliable else 0,
     )
     return tuple(
         df.select(F.col(idx).alias("id"), F.col(C.FACTORS).alias("features"))

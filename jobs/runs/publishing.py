@@ -22,7 +22,7 @@ def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> 
         report["path"] = target
         report["rows"]["published"] = spark.read.format(run_.fmt).load(target).count()
         if cfg.output.table is not None:
-            tables.register_table(spark, cfg.output.table, target, run_.fmt)
+            tables.register_table(spark, cfg.output.table, run_, "recommendations")
             report["table"] = cfg.output.table
         if cfg.output.keep_runs is not None:
             report["pruned_runs"] = tables.prune_runs(

@@ -1,14 +1,45 @@
-"""The SparkSession every stage runs in."""
+"""The SparkSession every stage runs in, and what depends on its kind.
+
+A session is classic (a JVM on this side: ``spark-submit``, local mode, a Databricks
+dedicated cluster) or Spark Connect (a client of a server elsewhere: Databricks serverless
+and standard access mode, Spark 4's ``pyspark-client``, ``SPARK_REMOTE``). This module is
+the one place that tells them apart (:func:`is_connect`) and answers what differs: the
+parallelism, the checkpoint directory, how a small value reaches every task. Nothing else
+touches ``sparkContext``.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from wals_roberta.jobs.config import Config
+
+# Spark's own setting for the checkpoint directory of a session (Spark 4); on Spark Connect
+# it can only be given when the server starts.
+CHECKPOINT_DIR = "spark.checkpoint.dir"
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect session (no JVM, no ``sparkContext``)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def remote_url(cfg: Config) -> str | None:
+    """The Spark Connect server to use: ``spark.remote``, else ``SPARK_REMOTE``; None for a
+    classic session."""
+    return cfg.spark.remote or os.environ.get("SPARK_REMOTE") or None
+
+
+def note(message: str) -> None:
+    """One line on stderr for a setting a session kind cannot honour."""
+    print(f"[session] {message}", file=sys.stderr, flush=True)
 
 
 def build_session(cfg: Config) -> SparkSession:
@@ -23,21 +54,117 @@ def build_session(cfg: Config) -> SparkSession:
     if active is not None:
         return active
     builder = SparkSession.builder.appName(cfg.spark.app_name)
-    if cfg.spark.master:
+    settings = {"spark.sql.session.timeZone": "UTC"}
+    remote = remote_url(cfg)
+    if remote:
+        builder = builder.remote(remote)
+        if cfg.spark.master:
+            note(f"spark.master={cfg.spark.master} not used: the session is Spark Connect")
+        if remote.startswith("local"):
+            # The server starts in this process: its checkpoint directory can be set now.
+            from wals_roberta.jobs.runs.storage import join, normalize
+
+            where = cfg.wals.checkpoint_dir or join(cfg.output.root, "checkpoints", "connect")
+            settings[CHECKPOINT_DIR] = normalize(where)
+            settings["spark.cleaner.referenceTracking.cleanCheckpoints"] = "true"
+    elif cfg.spark.master:
         builder = builder.master(cfg.spark.master)
-    builder = builder.config("spark.sql.session.timeZone", "UTC")
     # Native BLAS threads on top of Spark's task threads oversubscribe the cores (Spark's
     # MLlib guide says the same): one BLAS thread per task unless the config says otherwise.
-    builder = builder.config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")
+    settings["spark.executorEnv.OPENBLAS_NUM_THREADS"] = "1"
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # local mode: the driver JVM executes
-    for key, value in cfg.spark.conf.items():
+    settings.update({key: str(value) for key, value in cfg.spark.conf.items()})
+    for key, value in settings.items():
         builder = builder.config(key, value)
     if "spark.pyspark.python" not in cfg.spark.conf and "PYSPARK_PYTHON" not in os.environ:
         # Read by SparkContext when it starts; local workers then share this interpreter.
         os.environ["PYSPARK_PYTHON"] = sys.executable
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    with warnings.catch_warnings():
+        # A Connect client sets each option on the server and warns for every one the
+        # server fixes at its start; the one line below says which did not take.
+        warnings.filterwarnings("ignore", message="Failed to set", category=UserWarning)
+        spark = builder.getOrCreate()
+    if is_connect(spark):  # a Connect server keeps its own log level
+        missed = sorted(k for k, v in settings.items() if _server_conf(spark, k) != v)
+        if missed:
+            note(
+                "not applied by the Spark Connect server (settings it fixes when it "
+                f"starts): {', '.join(missed)}"
+            )
+    else:
+        spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _server_conf(spark: SparkSession, key: str) -> str | None:
+    try:
+        return spark.conf.get(key, None)
+    except Exception:  # noqa: BLE001 - a key the server does not expose reads as unset
+        return None
+
+
+def parallelism(spark: SparkSession) -> int:
+    """Tasks that keep every core busy: Spark's default parallelism. Spark Connect does not
+    expose it: there it is the server's ``spark.default.parallelism`` when set, the cores of
+    a ``local[N]`` master, else the shuffle partitions."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    if spark.conf.get("spark.default.parallelism", None):
+        return int(spark.conf.get("spark.default.parallelism"))
+    master = spark.conf.get("spark.master", None) or ""
+    local = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", master)
+    if local:
+        cores = local.group(1)
+        return (os.cpu_count() or 1) if cores == "*" else int(cores or 1)
+    partitions = spark.conf.get("spark.sql.shuffle.partitions", None) or ""
+    return int(partitions) if partitions.isdigit() else 200  # Spark's default
+
+
+def use_checkpoint_dir(spark: SparkSession, path: str) -> str | None:
+    """Make ``path`` the checkpoint directory and return it (classic sessions). On Spark
+    Connect the directory is the server's ``spark.checkpoint.dir``, returned when it has
+    one; None (with one line saying so) when it has none: reliable checkpoints are then
+    replaced by local ones and MLlib's ALS runs without (its results are the same)."""
+    if not is_connect(spark):
+        spark.sparkContext.setCheckpointDir(path)
+        return path
+    server_dir = spark.conf.get(CHECKPOINT_DIR, None)
+    if not server_dir:
+        note(
+            f"checkpointing skipped: the Spark Connect server has no {CHECKPOINT_DIR} (it "
+            "can only be set when the server starts); lineage is cut by local checkpoints"
+        )
+    return server_dir or None
+
+
+def in_this_thread(spark: SparkSession) -> None:
+    """Make ``spark`` the calling thread's active session. A Connect session is active per
+    thread, and MLlib on Connect finds its session that way (a classic one is
+    process-wide): a thread pool that fits models runs this first in each thread."""
+    if is_connect(spark):
+        type(spark)._set_default_and_active_session(spark)
+
+
+class Shipped:
+    """A value every task of a job reads: ``.value``; ``release()`` when done."""
+
+    def __init__(self, spark: SparkSession, value: Any) -> None:
+        # Classic: a broadcast, sent to each executor once. Connect has no broadcast
+        # variables: the value travels inside the function it is given to.
+        self._broadcast = None if is_connect(spark) else spark.sparkContext.broadcast(value)
+        self._value = value
+
+    @property
+    def value(self) -> Any:
+        return self._value if self._broadcast is None else self._broadcast.value
+
+    def for_tasks(self) -> Any:
+        """What a function shipped to executors should capture."""
+        return self._value if self._broadcast is None else self._broadcast
+
+    def release(self) -> None:
+        if self._broadcast is not None:
+            self._broadcast.unpersist()
 
 
 def in_canonical_order(df: DataFrame, partitions: int, *keys: str) -> DataFrame:

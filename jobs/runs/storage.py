@@ -1,15 +1,28 @@
-"""File operations on any Hadoop file system (local, HDFS, S3, DBFS) through the driver's JVM.
+"""File operations on the run's storage (local, HDFS, S3, DBFS, Unity Catalog volumes), for
+both kinds of session.
 
-Manifests and the publish swap must work wherever the tables live, so they go through
-Hadoop's FileSystem API rather than Python's ``os`` module.
+Manifests, metrics, the report and the publish swap must work wherever the tables live. A
+classic session reaches every Hadoop file system through the driver's JVM
+(:class:`HadoopFiles`). A Spark Connect session has no JVM on this side: its files go
+through a file system this process reaches itself (:class:`ClientFiles`): local paths
+(which, on Databricks, include ``/Volumes/...`` and ``/dbfs/...``), ``dbfs:/`` through the
+``/dbfs`` mount where there is one, and any other URI through ``fsspec`` when the library
+for its scheme is installed (``s3fs`` for ``s3://``/``s3a://``, ``gcsfs``, ``adlfs``, …).
+A path neither reaches is refused with the key and what to install. The backend is chosen
+once per session, by :func:`files`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from typing import Any
 from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
+
+from wals_roberta.jobs.runs.errors import ConfigError
+from wals_roberta.jobs.runs.session import is_connect
 
 
 def normalize(path: str) -> str:
@@ -23,88 +36,261 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
-def _fs_path(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    jpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    fs.setWriteChecksum(False)  # no .crc side files beside manifests on local disks
-    return fs, jpath
+class HadoopFiles:
+    """Hadoop's FileSystem API through the driver's JVM (classic sessions)."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _fs(self, path: str) -> tuple[Any, Any]:
+        jpath = self._jvm.org.apache.hadoop.fs.Path(path)
+        fs = jpath.getFileSystem(self._conf)
+        fs.setWriteChecksum(False)  # no .crc side files beside manifests on local disks
+        return fs, jpath
+
+    def exists(self, path: str) -> bool:
+        fs, jpath = self._fs(path)
+        return bool(fs.exists(jpath))
+
+    def is_dir(self, path: str) -> bool:
+        fs, jpath = self._fs(path)
+        return bool(fs.exists(jpath) and fs.getFileStatus(jpath).isDirectory())
+
+    def list_names(self, path: str) -> list[str]:
+        fs, jpath = self._fs(path)
+        if not fs.exists(jpath):
+            return []
+        return sorted(str(status.getPath().getName()) for status in fs.listStatus(jpath))
+
+    def read_text(self, path: str) -> str:
+        fs, jpath = self._fs(path)
+        stream = fs.open(jpath)
+        try:
+            reader = self._jvm.java.io.BufferedReader(
+                self._jvm.java.io.InputStreamReader(stream, "UTF-8")
+            )
+            lines = []
+            line = reader.readLine()
+            while line is not None:
+                lines.append(line)
+                line = reader.readLine()
+            return "\n".join(lines)
+        finally:
+            stream.close()
+
+    def write_text(self, path: str, text: str) -> None:
+        fs, jpath = self._fs(path)
+        tmp = self._jvm.org.apache.hadoop.fs.Path(path + ".tmp")
+        out = fs.create(tmp, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        if fs.exists(jpath):
+            fs.delete(jpath, False)
+        fs.rename(tmp, jpath)
+
+    def delete(self, path: str) -> None:
+        fs, jpath = self._fs(path)
+        if fs.exists(jpath):
+            fs.delete(jpath, True)
+
+    def size(self, path: str) -> int:
+        fs, jpath = self._fs(path)
+        return int(fs.getContentSummary(jpath).getLength())
+
+    def copy(self, src: str, dst: str) -> None:
+        src_fs, jsrc = self._fs(src)
+        dst_fs, jdst = self._fs(dst)
+        util = self._jvm.org.apache.hadoop.fs.FileUtil
+        if not util.copy(src_fs, jsrc, dst_fs, jdst, False, self._conf):
+            raise OSError(f"could not copy {src} to {dst}")
+
+    def rename(self, src: str, dst: str) -> None:
+        fs, jsrc = self._fs(src)
+        if not fs.rename(jsrc, self._jvm.org.apache.hadoop.fs.Path(dst)):
+            raise OSError(f"could not rename {src} to {dst}")
+
+    def qualified(self, path: str) -> str:
+        fs, jpath = self._fs(path)
+        return str(fs.makeQualified(jpath).toString()).rstrip("/")
+
+
+class ClientFiles:
+    """The file systems this process reaches itself (Spark Connect sessions): local paths
+    with ``os``, ``dbfs:/`` through the ``/dbfs`` mount, other URIs through ``fsspec``."""
+
+    DBFS_MOUNT = "/dbfs"
+
+    def _local(self, path: str) -> str | None:
+        """The local path for ``path``, or None when it is a URI of another file system."""
+        parsed = urlparse(path)
+        if parsed.scheme in ("", "file") or (len(path) > 1 and path[1] == ":"):
+            return parsed.path if parsed.scheme == "file" else path
+        if parsed.scheme == "dbfs" and os.path.isdir(self.DBFS_MOUNT):
+            return self.DBFS_MOUNT + "/" + (parsed.netloc + parsed.path).lstrip("/")
+        return None
+
+    def _remote(self, path: str) -> tuple[Any, str]:
+        scheme = urlparse(path).scheme
+        try:
+            import fsspec
+
+            fs = fsspec.filesystem({"s3a": "s3", "s3n": "s3"}.get(scheme, scheme))
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(
+                f"{path}: on a Spark Connect session the run's own files (manifest, metrics, "
+                f"the publish swap) are written by this process, which has no file system for "
+                f"{scheme}:// ({type(exc).__name__}: {exc}); install fsspec with its "
+                f"{scheme} library (s3fs for s3a://), or use a path this process reaches "
+                "(on Databricks, a /Volumes/... path)"
+            ) from None
+        return fs, path.split("://", 1)[1] if scheme in ("s3a", "s3n") else path
+
+    def exists(self, path: str) -> bool:
+        local = self._local(path)
+        if local is not None:
+            return os.path.exists(local)
+        fs, p = self._remote(path)
+        return bool(fs.exists(p))
+
+    def is_dir(self, path: str) -> bool:
+        local = self._local(path)
+        if local is not None:
+            return os.path.isdir(local)
+        fs, p = self._remote(path)
+        return bool(fs.isdir(p))
+
+    def list_names(self, path: str) -> list[str]:
+        local = self._local(path)
+        if local is not None:
+            return sorted(os.listdir(local)) if os.path.isdir(local) else []
+        fs, p = self._remote(path)
+        if not fs.exists(p):
+            return []
+        return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(p, detail=False))
+
+    def read_text(self, path: str) -> str:
+        local = self._local(path)
+        if local is not None:
+            with open(local, encoding="utf-8") as f:
+                return f.read().rstrip("\n")
+        fs, p = self._remote(path)
+        with fs.open(p, "r", encoding="utf-8") as f:
+            return f.read().rstrip("\n")
+
+    def write_text(self, path: str, text: str) -> None:
+        local = self._local(path)
+        if local is not None:
+            os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+            with open(local + ".tmp", "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(local + ".tmp", local)  # atomic on one POSIX file system
+            return
+        fs, p = self._remote(path)
+        with fs.open(p, "w", encoding="utf-8") as f:  # object stores: one PUT
+            f.write(text)
+
+    def delete(self, path: str) -> None:
+        local = self._local(path)
+        if local is not None:
+            if os.path.isdir(local) and not os.path.islink(local):
+                shutil.rmtree(local)
+            elif os.path.lexists(local):
+                os.remove(local)
+            return
+        fs, p = self._remote(path)
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+
+    def size(self, path: str) -> int:
+        local = self._local(path)
+        if local is not None:
+            if os.path.isfile(local):
+                return os.path.getsize(local)
+            return sum(
+                os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(local) for f in files
+            )
+        fs, p = self._remote(path)
+        return int(fs.du(p))
+
+    def copy(self, src: str, dst: str) -> None:
+        local_src, local_dst = self._local(src), self._local(dst)
+        if local_src is not None and local_dst is not None:
+            if os.path.isdir(local_src):
+                shutil.copytree(local_src, local_dst)
+            else:
+                shutil.copyfile(local_src, local_dst)
+            return
+        if local_src is None and local_dst is None:
+            fs, p = self._remote(src)
+            fs.copy(p, self._remote(dst)[1], recursive=True)
+            return
+        raise OSError(f"could not copy {src} to {dst}: one is local, the other is not")
+
+    def rename(self, src: str, dst: str) -> None:
+        local_src, local_dst = self._local(src), self._local(dst)
+        if local_src is not None and local_dst is not None:
+            os.rename(local_src, local_dst)  # atomic on one POSIX file system
+            return
+        fs, p = self._remote(src)
+        fs.mv(p, self._remote(dst)[1], recursive=True)
+
+    def qualified(self, path: str) -> str:
+        local = self._local(path)
+        if local is not None:
+            return "file:" + os.path.abspath(local).rstrip("/")
+        return path.rstrip("/")
+
+
+def files(spark: SparkSession) -> HadoopFiles | ClientFiles:
+    """The file-system backend for ``spark``'s kind of session."""
+    return ClientFiles() if is_connect(spark) else HadoopFiles(spark)
 
 
 def exists(spark: SparkSession, path: str) -> bool:
-    fs, jpath = _fs_path(spark, path)
-    return bool(fs.exists(jpath))
+    return files(spark).exists(path)
 
 
 def is_dir(spark: SparkSession, path: str) -> bool:
-    fs, jpath = _fs_path(spark, path)
-    return bool(fs.exists(jpath) and fs.getFileStatus(jpath).isDirectory())
+    return files(spark).is_dir(path)
 
 
 def list_names(spark: SparkSession, path: str) -> list[str]:
     """Names of the entries directly under ``path`` (empty when it does not exist)."""
-    fs, jpath = _fs_path(spark, path)
-    if not fs.exists(jpath):
-        return []
-    return sorted(str(status.getPath().getName()) for status in fs.listStatus(jpath))
+    return files(spark).list_names(path)
 
 
 def read_text(spark: SparkSession, path: str) -> str:
-    fs, jpath = _fs_path(spark, path)
-    stream = fs.open(jpath)
-    try:
-        reader = spark.sparkContext._jvm.java.io.BufferedReader(
-            spark.sparkContext._jvm.java.io.InputStreamReader(stream, "UTF-8")
-        )
-        lines = []
-        line = reader.readLine()
-        while line is not None:
-            lines.append(line)
-            line = reader.readLine()
-        return "\n".join(lines)
-    finally:
-        stream.close()
+    return files(spark).read_text(path)
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small text file: written beside, then renamed over the old one."""
-    fs, jpath = _fs_path(spark, path)
-    tmp = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path + ".tmp")
-    out = fs.create(tmp, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
-    if fs.exists(jpath):
-        fs.delete(jpath, False)
-    fs.rename(tmp, jpath)
+    """Write a small text file: written beside, then renamed over the old one (on object
+    stores, one upload)."""
+    files(spark).write_text(path, text)
 
 
 def delete(spark: SparkSession, path: str) -> None:
-    fs, jpath = _fs_path(spark, path)
-    if fs.exists(jpath):
-        fs.delete(jpath, True)
+    files(spark).delete(path)
 
 
 def size(spark: SparkSession, path: str) -> int:
     """Bytes under ``path`` (all files, recursively)."""
-    fs, jpath = _fs_path(spark, path)
-    return int(fs.getContentSummary(jpath).getLength())
+    return files(spark).size(path)
 
 
 def copy(spark: SparkSession, src: str, dst: str) -> None:
-    """Copy the file or directory ``src`` to ``dst`` byte for byte (any two Hadoop file
-    systems; the bytes pass through the driver)."""
-    jvm = spark.sparkContext._jvm
-    src_fs, jsrc = _fs_path(spark, src)
-    dst_fs, jdst = _fs_path(spark, dst)
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    if not jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, jsrc, dst_fs, jdst, False, conf):
-        raise OSError(f"could not copy {src} to {dst}")
+    """Copy the file or directory ``src`` to ``dst`` byte for byte (the bytes pass through
+    the driver, or this process on Spark Connect)."""
+    files(spark).copy(src, dst)
 
 
 def rename(spark: SparkSession, src: str, dst: str) -> None:
-    fs, jsrc = _fs_path(spark, src)
-    jdst = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(dst)
-    if not fs.rename(jsrc, jdst):
-        raise OSError(f"could not rename {src} to {dst}")
+    files(spark).rename(src, dst)
+
+
+def qualified(spark: SparkSession, path: str) -> str:
+    """``path`` with scheme and authority, so ``/x`` and ``file:/x`` compare equal."""
+    return files(spark).qualified(path)

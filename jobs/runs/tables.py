@@ -319,25 +319,31 @@ def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> s
     return target
 
 
-def register_table(spark: SparkSession, name: str, path: str, fmt: str) -> None:
-    """Make the metastore table ``name`` (``output.table``) read the published ``path``.
+def register_table(spark: SparkSession, name: str, run: Run, table: str) -> None:
+    """Make the metastore table ``name`` (``output.table``) read the run's ``table`` (its
+    complete recommendations, never written again).
 
-    Created once as an external table over the path; after each publish ``REFRESH TABLE``
-    drops the file listing Spark cached, so ``spark.table(name)`` reads the new version. A
-    table of that name pointing elsewhere is left alone and reported.
+    Created once as an external table; each later publish moves it with one ``ALTER TABLE
+    ... SET LOCATION``, a single metastore update, so a reader of ``spark.table(name)``
+    sees the old lists or the new ones on either kind of session (the published path's swap
+    is two renames). ``REFRESH TABLE`` then drops the file listing Spark cached. A table of
+    that name whose location is not under the output root is left alone and reported.
     """
     quoted = ".".join(f"`{part}`" for part in name.split("."))  # the name is validated
+    path = run.path(table)
     location = path.replace("\\", "\\\\").replace("'", "\\'")
     try:
         if spark.catalog.tableExists(name):
             current = _table_location(spark, quoted)
-            if current is None or _qualified(spark, current) != _qualified(spark, path):
+            root = storage.qualified(spark, run.root) + "/"
+            if current is None or not storage.qualified(spark, current).startswith(root):
                 raise ConfigError(
                     f"output.table: {name} already exists at {current or 'no location'}, "
-                    f"not at the published {path}; drop it or choose another name"
+                    f"not under the output root {run.root}; drop it or choose another name"
                 )
+            spark.sql(f"ALTER TABLE {quoted} SET LOCATION '{location}'")
         else:
-            spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted} USING {fmt} LOCATION '{location}'")
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted} USING {run.fmt} LOCATION '{location}'")
         spark.sql(f"REFRESH TABLE {quoted}")
     except AnalysisException as exc:
         raise ConfigError(f"output.table: cannot register {name}: {first_line(exc)}") from None
@@ -346,13 +352,6 @@ def register_table(spark: SparkSession, name: str, path: str, fmt: str) -> None:
 def _table_location(spark: SparkSession, quoted: str) -> str | None:
     rows = spark.sql(f"DESCRIBE TABLE EXTENDED {quoted}").collect()
     return next((r["data_type"] for r in rows if r["col_name"] == "Location"), None)
-
-
-def _qualified(spark: SparkSession, path: str) -> str:
-    """``path`` with scheme and authority, so ``/x`` and ``file:/x`` compare equal."""
-    jpath = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
-    fs = jpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return str(fs.makeQualified(jpath).toString()).rstrip("/")
 
 
 def recover_published(spark: SparkSession, root: str, published_name: str) -> str | None:
