@@ -146,17 +146,14 @@ def in_this_thread(spark: SparkSession) -> None:
 
 
 class Shipped:
-    """A value every task of a job reads: ``.value``; ``release()`` when done."""
+    """A value every task of a job reads (``for_tasks()`` is what the task function
+    captures; the task reads ``.value`` of a broadcast); ``release()`` when done."""
 
     def __init__(self, spark: SparkSession, value: Any) -> None:
         # Classic: a broadcast, sent to each executor once. Connect has no broadcast
         # variables: the value travels inside the function it is given to.
         self._broadcast = None if is_connect(spark) else spark.sparkContext.broadcast(value)
         self._value = value
-
-    @property
-    def value(self) -> Any:
-        return self._value if self._broadcast is None else self._broadcast.value
 
     def for_tasks(self) -> Any:
         """What a function shipped to executors should capture."""
