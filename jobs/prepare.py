@@ -18,6 +18,7 @@ from wals_roberta.jobs.data.indexing import assign_dense_index
 from wals_roberta.jobs.data.interactions import (
     confidence_rating,
     read_interactions,
+    row_counts,
 )
 from wals_roberta.jobs.data.item_text import (
     read_catalog,
@@ -82,14 +83,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         merged.unpersist()
         raw.unpersist()
 
-        n_events = checked.read - sum(checked.dropped.values())
         report["counts"] = {
-            "interactions": {
-                "rows_read": checked.read,
-                "used": n_pairs,
-                "merged": n_events - n_pairs,
-                "dropped": checked.dropped,
-            },
+            "interactions": row_counts(checked, n_pairs),
             "items_catalog": catalog_report,
             "split": by_split,
         }

@@ -49,7 +49,7 @@ from wals_roberta.jobs.cold.merge import Merge, read_moments
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.columns import EMBEDDING
-from wals_roberta.jobs.data.interactions import read_interactions
+from wals_roberta.jobs.data.interactions import read_interactions, row_counts
 from wals_roberta.jobs.data.item_text import TEXT_HASH, read_catalog
 from wals_roberta.jobs.incremental.ids import (
     base_run,
@@ -197,14 +197,8 @@ def ids_and_interactions(r: Refresh) -> None:
     r.interactions = tables.read_table(spark, run_, "interactions")
     delta.unpersist()
     raw.unpersist()
-    n_events = checked.read - sum(checked.dropped.values())
     report["counts"] = {
-        "interactions": {
-            "rows_read": checked.read,
-            "used": n_pairs,
-            "merged": n_events - n_pairs,
-            "dropped": checked.dropped,
-        },
+        "interactions": row_counts(checked, n_pairs),
         "items_catalog": catalog_report,
         "new_users": n_new_users,
         "new_items": n_new_items,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,31 @@ def make_config(tmp_path: Path, interactions: str, **dotted) -> Config:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return config_from_dict(raw)
+
+
+def kill_during(argv: list[str], stage: str, delay: float, env: dict | None = None) -> bool:
+    """Run ``argv`` from the repository, SIGKILL its whole process group ``delay`` seconds
+    after it prints ``[stage] start``; True when the kill landed before the run finished."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in proc.stderr:
+            if line.startswith(f"[{stage}] start"):
+                time.sleep(delay)
+                break
+        killed = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    return killed
 
 
 def ml100k_pipeline_args(ml100k: Path, root: Path, *overrides: str) -> list[str]:

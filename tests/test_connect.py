@@ -12,16 +12,14 @@ checkpoint directory) are checked without a server, in the default run."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ML100K, REPO, ml100k_pipeline_args
+from tests.conftest import ML100K, REPO, kill_during, ml100k_pipeline_args
 from tests.encoders import MINILM
 from wals_roberta.jobs import cli
 from wals_roberta.jobs.data.synthetic import generate, write_csv
@@ -123,25 +121,8 @@ def test_a_run_killed_on_connect_resumes_to_the_same_lists(both, small):
     root = tmp / "killed"
     args = ["pipeline", "--config", conf, "--set", f"output.root={root}", "--run-id", "k"]
     env = {**os.environ, "SPARK_REMOTE": "local[2]"}
-    proc = subprocess.Popen(
-        command(*args),
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        for line in proc.stderr:
-            if line.startswith("[project] start"):
-                time.sleep(1.0)
-                break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
+    killed = kill_during(command(*args), "project", 1.0, env=env)
+    assert killed, "the run ended before it could be killed"
     assert not (root / "recommendations").exists()
     resumed = on_connect(*args)
     for stage in ("prepare", "train", "embed"):

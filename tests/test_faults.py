@@ -3,17 +3,14 @@ re-running the same run id resumes and completes with the same lists as a clean 
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, kill_during
 from wals_roberta.jobs.config import load_config
 from wals_roberta.jobs.data.synthetic import generate, write_csv
 from wals_roberta.jobs.runs.publishing import publish_run
@@ -58,27 +55,9 @@ def run_to_end(conf, run_id):
 
 
 def run_and_kill(conf, run_id, stage, delay):
-    """Start the pipeline, SIGKILL its whole process group ``delay`` seconds after
-    ``[stage] start``; True when the kill landed before the run finished."""
-    proc = subprocess.Popen(
-        command(conf, run_id),
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        for line in proc.stderr:
-            if line.startswith(f"[{stage}] start"):
-                time.sleep(delay)
-                break
-        killed = proc.poll() is None
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    return killed
+    """Start the pipeline, kill it ``delay`` seconds into ``stage``
+    (:func:`tests.conftest.kill_during`)."""
+    return kill_during(command(conf, run_id), stage, delay)
 
 
 def published(spark, root):

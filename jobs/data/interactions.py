@@ -4,6 +4,8 @@ the confidence rating WALS trains on. Shared by ``prepare``, ``refresh`` and ``t
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -123,3 +125,15 @@ def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, Chec
         events = weight_by_time_decay(events, half_life_days=cfg.wals.half_life_days)
     merged = merge_duplicates(events).persist(StorageLevel.MEMORY_AND_DISK)
     return raw, checked, merged
+
+
+def row_counts(checked: CheckedRows, n_pairs: int) -> dict[str, Any]:
+    """The manifest's accounting of the rows read: ``rows_read = used + merged + dropped``
+    (per reason), ``used`` being the ``n_pairs`` distinct (user, item) pairs kept."""
+    n_events = checked.read - sum(checked.dropped.values())
+    return {
+        "rows_read": checked.read,
+        "used": n_pairs,
+        "merged": n_events - n_pairs,
+        "dropped": checked.dropped,
+    }
