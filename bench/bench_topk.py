@@ -2,7 +2,7 @@
 
 Times, on the same random factors and seen items:
 
-- ``top_k_block``: :func:`udfs.topk.top_k_block` (numpy products on 8 MB chunks, each user's
+- ``top_k_block``: :func:`udfs.topk_kernel.top_k_block` (numpy products on 8 MB chunks, each user's
   k-th score bounded by group maxima, only the groups that reach the bound sorted);
 - ``matmul + torch.topk``: the same chunked products, seen items masked, ``torch.topk``
   over every score of the chunk (what the kernel did before the bound, and what a
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from wals_roberta.udfs import topk  # noqa: E402
+from wals_roberta.udfs import topk_kernel as topk  # noqa: E402
 
 
 def problem(n_users: int, n_items: int, rank: int, seed: int):

@@ -246,6 +246,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 neighbours,
                 w,
                 items_per_block=cfg.recommend.items_per_block,
+                broadcast_max_mb=cfg.recommend.broadcast_max_mb,
             ).withColumnRenamed(C.VECTOR, PROJECTED)
             projected = (
                 projected.join(cold_ids, C.ITEM_IDX, "left_anti")

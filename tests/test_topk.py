@@ -3,14 +3,12 @@
 import numpy as np
 import pytest
 
-from wals_roberta.udfs.topk import (
-    ranks_within_rows,
-    reaching_pairs,
-    recommend_top_k,
-    top_k_block,
-    user_block_count,
-    vector_rows,
-)
+from wals_roberta.udfs.topk import recommend_top_k, user_block_count
+from wals_roberta.udfs.topk_arrow import reaching_pairs, vector_rows
+from wals_roberta.udfs.topk_kernel import ranks_within_rows, top_k_block
+
+# The two plans of recommend_top_k: item blocks broadcast, or met by a shuffle join.
+PLANS = {"broadcast": 256.0, "shuffle": 0.0}
 
 
 def brute_force(users, items, k, seen):
@@ -45,7 +43,9 @@ def to_csr(seen, n_users):
 def test_top_k_block_matches_brute_force_with_exclusion(monkeypatch):
     users, items, seen = random_problem()
     offsets, flat = to_csr(seen, len(users))
-    monkeypatch.setattr("wals_roberta.udfs.topk.MAX_SCORE_FLOATS", 83 * 10)  # several user chunks
+    monkeypatch.setattr(
+        "wals_roberta.udfs.topk_kernel.MAX_SCORE_FLOATS", 83 * 10
+    )  # several user chunks
     rows, top, scores = top_k_block(users, np.arange(len(items)), items, 10, offsets, flat)
     expected = brute_force(users, items, 10, seen)
     for u in range(len(users)):
@@ -72,7 +72,7 @@ def test_reaching_pairs_are_the_items_scoring_at_least_each_kth(monkeypatch):
     kth = (ordered[:, -3] + ordered[:, -4]) / 2  # between each user's 3rd and 4th best
     kth[:5] = np.inf  # nothing reaches these
     monkeypatch.setattr(
-        "wals_roberta.udfs.topk.MAX_SCORE_FLOATS", 9 * 7
+        "wals_roberta.udfs.topk_kernel.MAX_SCORE_FLOATS", 9 * 7
     )  # several chunks per batch
     run = reaching_pairs((ids, items))
     batches = [
@@ -117,7 +117,9 @@ def test_ties_across_the_cut_keep_lowest_indexes_with_exclusion(monkeypatch):
         u: set(rng.choice(30, size=rng.integers(0, 8), replace=False).tolist()) for u in range(40)
     }
     offsets, flat = to_csr(seen, len(users))
-    monkeypatch.setattr("wals_roberta.udfs.topk.MAX_SCORE_FLOATS", 30 * 7)  # several user chunks
+    monkeypatch.setattr(
+        "wals_roberta.udfs.topk_kernel.MAX_SCORE_FLOATS", 30 * 7
+    )  # several user chunks
     for k in (1, 5, 12, 40):
         rows, top, _ = top_k_block(users, np.arange(30), items, k, offsets, flat)
         expected = brute_force(users, items, k, seen)
@@ -137,7 +139,7 @@ def test_grouped_selection_is_exact_with_ties_and_exclusion(monkeypatch):
     offsets, flat = to_csr(seen, len(users))
     ids = np.arange(n_items) * 3 + 1
     monkeypatch.setattr(
-        "wals_roberta.udfs.topk.MAX_SCORE_FLOATS", n_items * 6
+        "wals_roberta.udfs.topk_kernel.MAX_SCORE_FLOATS", n_items * 6
     )  # several user chunks
     for k in (1, 7, 30):
         rows, top, scores = top_k_block(users, ids, items, k, offsets, ids[flat])
@@ -174,8 +176,9 @@ def test_user_blocks_are_whole_waves_of_at_most_the_block_size():
 
 
 @pytest.mark.spark
+@pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize("exclude", [True, False])
-def test_spark_blocks_match_brute_force(spark, exclude):
+def test_spark_blocks_match_brute_force(spark, exclude, plan):
     users, items, seen = random_problem(seed=1)
     udf = spark.createDataFrame(
         [(u, users[u].tolist()) for u in range(len(users))], "user_idx int, factors array<float>"
@@ -189,7 +192,13 @@ def test_spark_blocks_match_brute_force(spark, exclude):
         [(u, sorted(s)) for u, s in seen.items()], "user_idx int, seen array<int>"
     )
     top = recommend_top_k(
-        udf, idf, k=7, seen=sdf if exclude else None, users_per_block=10, items_per_block=20
+        udf,
+        idf,
+        k=7,
+        seen=sdf if exclude else None,
+        users_per_block=10,
+        items_per_block=20,
+        broadcast_max_mb=PLANS[plan],
     ).toPandas()
     expected = brute_force(users, items, 7, seen if exclude else {})
     for u in range(len(users)):
@@ -199,7 +208,8 @@ def test_spark_blocks_match_brute_force(spark, exclude):
 
 
 @pytest.mark.spark
-def test_spark_item_groups_are_ranked_apart(spark):
+@pytest.mark.parametrize("plan", PLANS)
+def test_spark_item_groups_are_ranked_apart(spark, plan):
     """With an item group column, each group is a catalog of its own: the lists of every
     (user, group) equal a brute force over that group's vectors, seen items excluded, with
     one item index in both groups under different vectors and several item blocks."""
@@ -215,7 +225,14 @@ def test_spark_item_groups_are_ranked_apart(spark):
         [(u, sorted(s)) for u, s in seen.items()], "user_idx int, seen array<int>"
     )
     top = recommend_top_k(
-        udf, idf, k=5, seen=sdf, items_per_block=9, item_group_col="grp"
+        udf,
+        idf,
+        k=5,
+        seen=sdf,
+        users_per_block=8,
+        items_per_block=9,
+        item_group_col="grp",
+        broadcast_max_mb=PLANS[plan],
     ).toPandas()
     assert list(top.columns) == ["grp", "user_idx", "item_idx", "score", "rank"]
     evens = list(range(0, len(items), 2))
@@ -239,7 +256,7 @@ def test_pack_user_rows_groups_vectors_and_seen_pairs():
     users without seen rows handled."""
     import pyarrow as pa
 
-    from wals_roberta.udfs.topk import pack_user_rows
+    from wals_roberta.udfs.topk_arrow import pack_user_rows
 
     rng = np.random.default_rng(3)
     vectors = {u: rng.normal(size=3).astype(np.float32) for u in (9, 2, 5, 7)}
@@ -274,7 +291,8 @@ def test_pack_user_rows_groups_vectors_and_seen_pairs():
 
 
 @pytest.mark.spark
-def test_spark_seen_pairs_and_carried_ids(spark):
+@pytest.mark.parametrize("plan", PLANS)
+def test_spark_seen_pairs_and_carried_ids(spark, plan):
     """Seen items given as (user, item) pairs exclude the same items as lists; a carried
     column arrives on every list row of its user; users without a vector get no list."""
     users, items, seen = random_problem(seed=4)
@@ -287,7 +305,16 @@ def test_spark_seen_pairs_and_carried_ids(spark):
     )
     pairs = [(u, i) for u, s in seen.items() for i in s] + [(999, 1)]
     sdf = spark.createDataFrame(pairs, "user_idx int, item_idx int")
-    top = recommend_top_k(udf, idf, k=6, seen=sdf, users_per_block=9, carry="user_id").toPandas()
+    top = recommend_top_k(
+        udf,
+        idf,
+        k=6,
+        seen=sdf,
+        users_per_block=9,
+        items_per_block=30,
+        carry="user_id",
+        broadcast_max_mb=PLANS[plan],
+    ).toPandas()
     expected = brute_force(users, items, 6, seen)
     assert set(top.user_idx) == set(range(len(users)))
     assert (top.user_id == "id" + top.user_idx.astype(str)).all()
@@ -323,3 +350,54 @@ def test_kernel_benchmark_checks_its_selection_and_writes_results(tmp_path):
     assert result["shape"] == {"users": 300, "items": 2500, "rank": 64, "k": 10}
     assert set(result["seconds"]) == {"top_k_block", "matmul_torch_topk", "matmul_only"}
     assert "| `top_k_block`" in (tmp_path / "topk.md").read_text()
+
+
+def test_running_lists_merge_partial_lists_exactly_with_ties():
+    """Partial lists of disjoint item blocks, merged in any order (and one user missing from
+    some blocks), give the brute-force top-k of the whole catalog: integer scores tie across
+    blocks, carried ids follow their rows, a block leaves as soon as its last list arrived."""
+    import pyarrow as pa
+
+    from wals_roberta.udfs.topk_arrow import RunningLists
+
+    rng = np.random.default_rng(8)
+    users = rng.integers(0, 3, size=(12, 3)).astype(np.float32)
+    items = rng.integers(0, 3, size=(50, 3)).astype(np.float32)
+    user_ids = np.arange(100, 112)  # user indexes are not positions
+    partials = []
+    for lo in range(0, 50, 10):
+        ids = np.arange(lo, lo + 10)
+        rows, top, scores = top_k_block(users, ids, items[lo : lo + 10], 4)
+        keep = rows != 5 if lo == 20 else slice(None)  # user 5 has no list in one block
+        partials.append((rows[keep], top[keep], scores[keep]))
+    running = RunningLists(4, carry="user_id", group=None, expected=len(partials))
+    out = []
+    for n in rng.permutation(len(partials)):
+        rows, top, scores = partials[n]
+        carried = pa.array([f"u{user_ids[r]}" for r in rows])
+        out += running.add(7, None, user_ids[rows], top, scores, carried)
+    assert len(out) == 1 and not running.lists  # handed out at the last expected list
+    got = out[0].to_pandas()
+    assert (got.user_id == "u" + got.user_idx.astype(str)).all()
+    expected = brute_force(users, items, 4, {})
+    for u in range(len(users)):
+        mine = got[got.user_idx == user_ids[u]]
+        assert mine.item_idx.tolist() == expected[u]
+        assert mine["rank"].tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.spark
+def test_spark_shuffle_plan_broadcasts_no_item_vectors(spark, capsys):
+    """Past broadcast_max_mb the item blocks meet the user blocks by a sort-merge join; below
+    it they are broadcast to every task and nothing is sort-merge joined."""
+    users, items, _ = random_problem(seed=6, n_users=20, n_items=40)
+    udf = spark.createDataFrame(
+        [(u, users[u].tolist()) for u in range(len(users))], "user_idx int, factors array<float>"
+    )
+    idf = spark.createDataFrame(
+        [(i, items[i].tolist()) for i in range(len(items))], "item_idx int, factors array<float>"
+    )
+    for plan, joined in (("shuffle", True), ("broadcast", False)):
+        top = recommend_top_k(udf, idf, k=3, items_per_block=16, broadcast_max_mb=PLANS[plan])
+        top.explain()
+        assert ("SortMergeJoin" in capsys.readouterr().out) is joined

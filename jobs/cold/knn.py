@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from wals_roberta.jobs.data import columns as C
+from wals_roberta.udfs.topk import BROADCAST_MAX_MB
 
 KNN_SCHEMA = f"{C.ITEM_IDX} int, setting int, {C.VECTOR} array<float>"
 
@@ -137,7 +138,7 @@ def vectors_of_neighbours(settings: list[tuple[int, float]]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from wals_roberta.udfs.topk import vector_rows
+    from wals_roberta.udfs.topk_arrow import vector_rows
 
     def run(batches):
         for batch in batches:
@@ -199,6 +200,7 @@ def knn_vectors(
     emb_col: str = "embedding",
     factors_col: str = "factors",
     items_per_block: int = 65536,
+    broadcast_max_mb: float = BROADCAST_MAX_MB,
 ) -> DataFrame:
     """kNN-mapped factors of the query items, for every ``(K, T)`` setting in one pass.
 
@@ -210,6 +212,7 @@ def knn_vectors(
         emb_col: the embedding column of both sides.
         factors_col: the factors column of ``warm``.
         items_per_block: warm items per block of the top-k kernel.
+        broadcast_max_mb: warm embeddings (MB) up to which the top-k broadcasts them.
 
     Returns:
         DataFrame ``(item_idx int, setting int, vector array<float>)``: one row per query
@@ -243,6 +246,7 @@ def knn_vectors(
         user_vector_col=C.VECTOR,
         item_vector_col=C.VECTOR,
         items_per_block=items_per_block,
+        broadcast_max_mb=broadcast_max_mb,
     )
     # Gathered in the JVM, ordered by rank explicitly (collect_list alone has no order).
     gathered = (

@@ -26,7 +26,7 @@ from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.columns import EMBEDDING
 from wals_roberta.jobs.model.projection import FIT, accumulate_stats, ridge_solutions, with_bias
-from wals_roberta.udfs.topk import recommend_top_k
+from wals_roberta.udfs.topk import BROADCAST_MAX_MB, recommend_top_k
 
 SETTING = "setting"
 
@@ -139,6 +139,7 @@ def rank_settings(
         item_vector_col=C.VECTOR,
         users_per_block=cfg.recommend.users_per_block,
         items_per_block=cfg.recommend.items_per_block,
+        broadcast_max_mb=cfg.recommend.broadcast_max_mb,
         item_group_col=SETTING,
     )
     held = val.held.join(val.pseudo_cold, C.ITEM_IDX, "left_semi")
@@ -176,7 +177,11 @@ def choose_map(
     maps += [TextMap("knn", k=k, temperature=t) for k, t in knn_settings]
     ridge_rows = ridge_vectors(queries, [ws[lam] for lam in lambdas]).localCheckpoint()
     knn_rows = knn_vectors(
-        queries, warm, knn_settings, items_per_block=cfg.recommend.items_per_block
+        queries,
+        warm,
+        knn_settings,
+        items_per_block=cfg.recommend.items_per_block,
+        broadcast_max_mb=cfg.recommend.broadcast_max_mb,
     )
     knn_rows = knn_rows.withColumn(SETTING, F.col(SETTING) + F.lit(len(lambdas))).localCheckpoint()
     order = [base, *[i for i in range(len(maps)) if i != base]]
@@ -229,6 +234,7 @@ def map_vectors(
     w: np.ndarray | None,
     *,
     items_per_block: int,
+    broadcast_max_mb: float = BROADCAST_MAX_MB,
 ) -> DataFrame:
     """``(item_idx, vector)``: ``queries(item_idx, embedding)`` under ``text_map``; ``warm``
     ``(item_idx, embedding, factors)`` are the neighbours of knn and blend, ``w`` the ridge
@@ -239,9 +245,13 @@ def map_vectors(
     if text_map.uses_knn:
         setting = [(int(text_map.k), float(text_map.temperature))]
         parts.append(
-            knn_vectors(queries, warm, setting, items_per_block=items_per_block).select(
-                C.ITEM_IDX, C.VECTOR
-            )
+            knn_vectors(
+                queries,
+                warm,
+                setting,
+                items_per_block=items_per_block,
+                broadcast_max_mb=broadcast_max_mb,
+            ).select(C.ITEM_IDX, C.VECTOR)
         )
     if text_map.kind == "blend":
         return blend_vectors(parts[0], parts[1], [float(text_map.weight)]).select(

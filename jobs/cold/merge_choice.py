@@ -116,7 +116,11 @@ def validate_merge(
     # Only the top `cut` places are scored: each source's best `cut` candidates decide them,
     # and the cold side's best `cold_slots` where more are reserved.
     depth = {"warm": cut, "cold": max(cut, *(m.cold_slots for m in grid))}
-    blocks = {"users_per_block": rc.users_per_block, "items_per_block": rc.items_per_block}
+    blocks = {
+        "users_per_block": rc.users_per_block,
+        "items_per_block": rc.items_per_block,
+        "broadcast_max_mb": rc.broadcast_max_mb,
+    }
     warm_lists = recommend_top_k(
         val.users, val.item_factors, k=depth["warm"], seen=val.seen, **blocks
     ).localCheckpoint()

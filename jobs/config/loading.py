@@ -196,6 +196,9 @@ def _validate_recommend(r: RecommendConfig) -> None:
     _require(r.users_per_block > 0, "recommend.users_per_block", "an integer > 0")
     _require(r.items_per_block > 0, "recommend.items_per_block", "an integer > 0")
     _require(
+        r.broadcast_max_mb >= 0, "recommend.broadcast_max_mb", "a number >= 0", r.broadcast_max_mb
+    )
+    _require(
         r.cold_slots is None or 0 <= r.cold_slots <= r.k,
         "recommend.cold_slots",
         f"unset or an integer from 0 to recommend.k={r.k}",

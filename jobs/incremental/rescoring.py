@@ -18,7 +18,7 @@ from wals_roberta.jobs.cold.merge import (
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.runs.session import Shipped, is_connect, small
-from wals_roberta.udfs.topk import reaching_pairs
+from wals_roberta.udfs.topk_arrow import reaching_pairs
 
 KTH = "kth"
 
@@ -59,7 +59,7 @@ def rescore_users(
     whether the list holds a changed item; never mapped row by row.
 
     The changed items' vectors are broadcast and every other user's vector is scored
-    against them in one pass (:func:`udfs.topk.reaching_pairs`), which yields the pairs
+    against them in one pass (:func:`udfs.topk_arrow.reaching_pairs`), which yields the pairs
     reaching the user's k-th score; only those pairs are looked up among the seen ones (a
     seen item never enters a list). Under a merge other than plain raw scores
     (:mod:`cold.merge`), changed cold items are checked on the merged scale (the user

@@ -70,5 +70,6 @@ def project_new_items(
         neighbours,
         read_weights(spark, base),
         items_per_block=cfg.recommend.items_per_block,
+        broadcast_max_mb=cfg.recommend.broadcast_max_mb,
     )
     return vectors.join(queries.select(C.ITEM_IDX, C.ITEM_ID), C.ITEM_IDX)

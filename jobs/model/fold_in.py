@@ -34,7 +34,7 @@ from wals_roberta.jobs.model.wals_cg import (
     routing_keys,
 )
 from wals_roberta.jobs.runs.session import in_canonical_order, parallelism
-from wals_roberta.udfs.topk import vector_rows
+from wals_roberta.udfs.topk_arrow import vector_rows
 
 METHODS = ("solve", "mean")
 

@@ -54,6 +54,7 @@ def top_k_lists(
         item_vector_col=item_vector_col,
         users_per_block=rc.users_per_block,
         items_per_block=rc.items_per_block,
+        broadcast_max_mb=rc.broadcast_max_mb,
         carry=carry,
     )
 

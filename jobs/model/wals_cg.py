@@ -152,7 +152,7 @@ def pack_ratings(key: str, other: str, alpha: float):
 def block_batch(block: int, **arrays: np.ndarray):
     import pyarrow as pa
 
-    from wals_roberta.udfs.topk import one_row_lists
+    from wals_roberta.udfs.topk_arrow import one_row_lists
 
     cols = [pa.array([block], type=pa.int32()), *one_row_lists(**arrays)]
     return pa.RecordBatch.from_arrays(cols, names=["block", *arrays])
@@ -207,7 +207,7 @@ def solve_partition(n_fixed: int | None, rank: int, solve):
     ``n_fixed`` of None sizes the fixed table from the largest index the partition sees."""
     import pyarrow as pa
 
-    from wals_roberta.udfs.topk import list_values
+    from wals_roberta.udfs.topk_arrow import list_values
 
     def run(batches):
         cap_torch_threads()
