@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import uuid
 import warnings
 from typing import Any
 
@@ -162,6 +163,44 @@ class Shipped:
     def release(self) -> None:
         if self._broadcast is not None:
             self._broadcast.unpersist()
+
+
+class JobCounter:
+    """Counts the Spark jobs started by the calling thread while it is open: each stage's
+    ``spark_jobs`` in the manifest, so fixed costs (one job per count, collect, write and
+    read-back, and per adaptive query stage) show up next to the seconds.
+
+    Classic sessions only: the jobs carry a job tag of their own, counted by the status
+    tracker, which works with the UI off and keeps the last ``spark.ui.retainedJobs``
+    (1000) jobs, so a stage with more reads as at most that. Jobs started by other threads
+    (a thread pool of the caller's) are not counted. On Spark Connect there is no status
+    tracker: :meth:`count` is None there.
+    """
+
+    # The status tracker learns of a job from the listener bus, a moment after it starts.
+    SETTLE_MS = 5_000
+
+    def __init__(self, spark: SparkSession, label: str) -> None:
+        self._spark = spark
+        self._tag = None if is_connect(spark) else f"wals-roberta-{label}-{uuid.uuid4().hex[:12]}"
+        if self._tag is not None:
+            spark.sparkContext.addJobTag(self._tag)
+
+    def count(self) -> int | None:
+        """Jobs started so far with this counter open; None on Spark Connect."""
+        if self._tag is None:
+            return None
+        context = self._spark.sparkContext._jsc.sc()
+        try:
+            context.listenerBus().waitUntilEmpty(self.SETTLE_MS)
+        except Exception:  # noqa: BLE001 - a busy bus: count what it has delivered
+            pass
+        return len(context.statusTracker().getJobIdsForTag(self._tag))
+
+    def close(self) -> None:
+        """Stop tagging this thread's jobs (the count stays readable)."""
+        if self._tag is not None:
+            self._spark.sparkContext.removeJobTag(self._tag)
 
 
 def in_canonical_order(df: DataFrame, partitions: int, *keys: str) -> DataFrame:

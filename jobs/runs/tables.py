@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
 
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.runs import storage
 from wals_roberta.jobs.runs.errors import ConfigError, RunStateError, first_line
-from wals_roberta.jobs.runs.session import small
+from wals_roberta.jobs.runs.session import JobCounter, is_connect, small
 
 MANIFEST = "manifest.json"
 # A published table up to this size is copied file by file through the driver (10^7 list
@@ -95,10 +96,30 @@ def open_run(spark: SparkSession, cfg: Config, run_id: str | None, create: bool)
 
 
 def write_table(spark: SparkSession, run: Run, name: str, df: DataFrame) -> int:
-    """Overwrite one table of the run; returns its row count (read back from storage)."""
+    """Overwrite one table of the run; returns its row count (see :func:`write_counted`)."""
+    return write_counted(spark, run, name, df)["rows"]
+
+
+def write_counted(
+    spark: SparkSession, run: Run, name: str, df: DataFrame, **counts: Column
+) -> dict[str, int]:
+    """Overwrite one table of the run; returns ``rows``, its row count, and each of
+    ``counts`` (aggregates over the rows, e.g. ``F.count_if(...)``).
+
+    On a classic session they are counted as the rows are written, in the write's own job
+    (an observation), instead of by reading the table back; on Spark Connect, by one
+    aggregation over the table read back.
+    """
     path = run.path(name)
-    df.write.format(run.fmt).mode("overwrite").save(path)
-    return spark.read.format(run.fmt).load(path).count()
+    aggs = [F.count(F.lit(1)).alias("rows"), *(agg.alias(k) for k, agg in counts.items())]
+    if is_connect(spark):
+        df.write.format(run.fmt).mode("overwrite").save(path)
+        observed = spark.read.format(run.fmt).load(path).agg(*aggs).first().asDict()
+    else:
+        observation = Observation(f"written-{name}-{uuid.uuid4().hex[:8]}")
+        df.observe(observation, *aggs).write.format(run.fmt).mode("overwrite").save(path)
+        observed = observation.get
+    return {key: int(value or 0) for key, value in observed.items()}
 
 
 def has_table(spark: SparkSession, run: Run, name: str) -> bool:
@@ -241,6 +262,8 @@ def stage(spark: SparkSession, run: Run, name: str, cfg: Config) -> Iterator[dic
     """Time a stage, print its start and finish lines, record it in the manifest.
 
     The body fills the yielded dict (``rows``: table -> row count, anything else useful).
+    ``spark_jobs`` is the number of Spark jobs the stage ran (None on Spark Connect, see
+    :class:`~runs.session.JobCounter`).
     """
     started = time.time()
     print(f"[{name}] start  run={run.run_id}", file=sys.stderr, flush=True)
@@ -251,15 +274,25 @@ def stage(spark: SparkSession, run: Run, name: str, cfg: Config) -> Iterator[dic
     # A stage that starts again is no longer complete until it finishes again, so a run
     # killed here is never resumed past half-written tables.
     _record_stage(spark, run, name, started, {"status": "running"})
+    jobs = JobCounter(spark, name)
     try:
-        yield report
-    except BaseException as exc:
-        _record_stage(spark, run, name, started, {"status": "failed", "error": str(exc)[:500]})
-        raise
-    report["status"] = "complete"
+        try:
+            yield report
+        except BaseException as exc:
+            failed = {"status": "failed", "error": str(exc)[:500], "spark_jobs": jobs.count()}
+            _record_stage(spark, run, name, started, failed)
+            raise
+        report["status"] = "complete"
+        report["spark_jobs"] = jobs.count()
+    finally:
+        jobs.close()
     seconds = _record_stage(spark, run, name, started, report)
     rows = ", ".join(f"{t}={n:,}" for t, n in report["rows"].items())
-    print(f"[{name}] done   {seconds:.1f} s  {rows}", file=sys.stderr, flush=True)
+    print(
+        f"[{name}] done   {seconds:.1f} s  {report['spark_jobs']} Spark jobs  {rows}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _record_stage(
