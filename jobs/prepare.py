@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from wals_roberta.jobs.config import Config
@@ -34,7 +34,6 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     run_ = tables.open_run(spark, cfg, run_id, create=True)
     with tables.stage(spark, run_, "prepare", cfg) as report:
         raw, checked, merged = read_interactions(spark, cfg)
-        n_pairs = merged.count()
 
         catalog_ids, texts, catalog_report = read_catalog(spark, cfg)
         item_ids = merged.select(C.ITEM_ID)
@@ -75,11 +74,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             cold_item_fraction=split.cold_item_fraction,
             heldout_user_fraction=split.heldout_user_fraction,
         )
-        report["rows"]["interactions"] = tables.write_table(
-            spark, run_, "interactions", interactions
-        )
-        written = tables.read_table(spark, run_, "interactions")
-        by_split = {r[C.SPLIT]: int(r["count"]) for r in written.groupBy(C.SPLIT).count().collect()}
+        n_pairs, by_split = write_interactions(spark, run_, interactions)
+        report["rows"]["interactions"] = n_pairs
         merged.unpersist()
         raw.unpersist()
 
@@ -92,6 +88,21 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
         if split.holdout != "none" and by_split.get(C.TEST, 0) == 0:
             print("[prepare] warning: the split left no test rows", flush=True)
     return report
+
+
+def write_interactions(
+    spark: SparkSession, run: tables.Run, interactions: DataFrame
+) -> tuple[int, dict[str, int]]:
+    """Write the ``interactions`` table; returns its rows (one per distinct (user, item)
+    pair: the joins with the indexes keep every merged row) and the rows per split, counted
+    as they are written."""
+    per_split = {s: F.count_if(F.col(C.SPLIT) == s) for s in (C.TRAIN, C.TEST, C.FOLD_IN)}
+    written = tables.write_counted(spark, run, "interactions", interactions, **per_split)
+    rows = written.pop("rows")
+    by_split = {s: n for s, n in written.items() if n}
+    if sum(by_split.values()) != rows:  # a split value this module does not know: a bug
+        raise AssertionError(f"split counts {by_split} do not add up to {rows:,} rows")
+    return rows, by_split
 
 
 def _check_accounting(counts: dict[str, Any]) -> None:

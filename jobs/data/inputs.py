@@ -67,51 +67,82 @@ def require_columns(df: DataFrame, wanted: dict[str, str | None], key: str) -> N
 def id_column(df: DataFrame, column: str) -> Column:
     """The id as a long when every value is an integer without leading zeros, else a string.
 
-    Integral columns stay longs; a string column is checked with one aggregation.
+    Integral columns stay longs; a string column is checked with one aggregation (see
+    :func:`id_text` and :func:`non_integer_ids` to fold that check into another pass).
     """
+    text = id_text(df, column)
+    if not isinstance(df.schema[column].dataType, T.StringType):
+        return text
+    non_integer = df.agg(non_integer_ids(text)).first()[0]
+    return typed_id(text, all_integer=non_integer == 0)
+
+
+def id_text(df: DataFrame, column: str) -> Column:
+    """The id before its type is known: a long for integral columns, otherwise the trimmed
+    text, null when empty. Null exactly where :func:`id_column` is, whatever type it picks."""
     dtype = df.schema[column].dataType
-    col = F.col(column)
     if isinstance(dtype, _INTEGRAL_TYPES):
-        return col.cast("long")
-    text = F.trim(col.cast("string"))
-    if isinstance(dtype, T.StringType):
-        non_integer = df.agg(
-            F.count(F.when(text.isNotNull() & (text != "") & ~text.rlike(_INTEGER_ID), 1))
-        ).first()[0]
-        if non_integer == 0:
-            return F.when(text != "", text).try_cast("long")
+        return F.col(column).cast("long")
+    text = F.trim(F.col(column).cast("string"))
     return F.when(text != "", text)
+
+
+def needs_type_check(df: DataFrame, column: str) -> bool:
+    """Whether :func:`id_column` would look at the values (string columns) to type the id."""
+    return isinstance(df.schema[column].dataType, T.StringType)
+
+
+def non_integer_ids(text: Column) -> Column:
+    """Aggregate: how many ids (an :func:`id_text` column) are not integers."""
+    return F.count(F.when(text.isNotNull() & ~text.rlike(_INTEGER_ID), 1))
+
+
+def typed_id(text: Column, *, all_integer: bool) -> Column:
+    """The :func:`id_text` column as a long when every id is an integer, else as it is."""
+    return text.try_cast("long") if all_integer else text
 
 
 @dataclass(frozen=True)
 class CheckedRows:
-    """Rows that passed, and how many were dropped for each reason."""
+    """Rows that passed, how many were dropped for each reason, and the ``extra``
+    aggregates computed in the same pass."""
 
     rows: DataFrame
     read: int
     dropped: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, int] = field(default_factory=dict)
 
 
 def check_rows(
-    df: DataFrame, reasons: dict[str, Column], describe: dict[str, str], key: str, drop: bool
+    df: DataFrame,
+    reasons: dict[str, Column],
+    describe: dict[str, str],
+    key: str,
+    drop: bool,
+    extra: dict[str, Column] | None = None,
 ) -> CheckedRows:
     """Count every row against named invalid-row conditions in one pass.
 
     ``reasons`` maps a reason (``negative_strength``) to a boolean column; ``describe`` says
-    it in words for the error. With ``drop`` the rows are removed and counted, otherwise the
-    first reason with rows raises an InputDataError naming it, with a count and an example.
+    it in words for the error. Each row is counted under its first reason only, so the counts
+    add up. With ``drop`` the rows are removed and counted, otherwise the first reason with
+    rows raises an InputDataError naming it, with a count and an example. ``extra`` names
+    further aggregates over all rows for the same pass (one job for all of them).
     """
+    extra = extra or {}
     aggs = [F.count(F.lit(1)).alias("_read")]
-    aggs += [F.count(F.when(cond, 1)).alias(name) for name, cond in reasons.items()]
-    totals = df.agg(*aggs).first().asDict()
-    read = int(totals.pop("_read"))
+    aggs += [agg.alias(f"_extra_{name}") for name, agg in extra.items()]
+    earlier = F.lit(False)
+    for i, cond in enumerate(reasons.values()):
+        aggs.append(F.count(F.when(cond & ~earlier, 1)).alias(f"_reason_{i}"))
+        earlier = earlier | F.coalesce(cond, F.lit(False))
+    totals = df.agg(*aggs).first()
+    read = int(totals["_read"])
     if read == 0:
         raise InputDataError(f"{key}: the input has no rows")
     dropped: dict[str, int] = {}
-    bad_any = F.lit(False)
-    for name, cond in reasons.items():
-        # Each row is counted under its first reason only, so the counts add up.
-        count = df.filter(cond & ~bad_any).count() if totals[name] else 0
+    for i, (name, cond) in enumerate(reasons.items()):
+        count = int(totals[f"_reason_{i}"])
         if count and not drop:
             example = df.filter(cond).limit(1).collect()[0].asDict()
             raise InputDataError(
@@ -120,11 +151,11 @@ def check_rows(
             )
         if count:
             dropped[name] = count
-        bad_any = bad_any | F.coalesce(cond, F.lit(False))
-    kept = df.filter(~bad_any) if dropped else df
+    kept = df.filter(~earlier) if dropped else df
     if dropped and sum(dropped.values()) == read:
         raise InputDataError(f"{key}: every one of {read:,} rows is invalid: {dropped}")
-    return CheckedRows(rows=kept, read=read, dropped=dropped)
+    counts = {name: int(totals[f"_extra_{name}"] or 0) for name in extra}
+    return CheckedRows(rows=kept, read=read, dropped=dropped, extra=counts)
 
 
 def interaction_checks(

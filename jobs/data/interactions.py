@@ -15,12 +15,15 @@ from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.inputs import (
     CheckedRows,
     check_rows,
-    id_column,
+    id_text,
     interaction_checks,
+    needs_type_check,
+    non_integer_ids,
     numeric_column,
     read_source,
     require_columns,
     timestamp_seconds,
+    typed_id,
 )
 
 SECONDS_PER_DAY = 86_400.0
@@ -34,10 +37,11 @@ def standardize_interactions(
     strength_col: str | None,
     timestamp_col: str | None,
 ) -> DataFrame:
-    """Rename to the internal columns; ids typed (long or string), strength a double (1.0 per
-    event without a strength column), timestamp unix seconds. ``_raw_strength`` keeps the
-    input value so a non-numeric one can be told from a null one."""
-    cols = [id_column(raw, user_col).alias(C.USER_ID), id_column(raw, item_col).alias(C.ITEM_ID)]
+    """Rename to the internal columns; ids as :func:`~data.inputs.id_text` (typed later by
+    :func:`type_ids`), strength a double (1.0 per event without a strength column),
+    timestamp unix seconds. ``_raw_strength`` keeps the input value so a non-numeric one can
+    be told from a null one."""
+    cols = [id_text(raw, user_col).alias(C.USER_ID), id_text(raw, item_col).alias(C.ITEM_ID)]
     if strength_col is None:
         cols += [F.lit(1.0).alias(C.STRENGTH), F.lit("1").alias("_raw_strength")]
     else:
@@ -50,6 +54,25 @@ def standardize_interactions(
     else:
         cols.append(timestamp_seconds(raw, timestamp_col).alias(C.TIMESTAMP))
     return raw.select(*cols)
+
+
+def id_type_checks(raw: DataFrame, *, user_col: str, item_col: str) -> dict[str, Column]:
+    """Aggregates over :func:`standardize_interactions`' rows counting the ids that are not
+    integers, for the id columns whose type the values decide (string columns)."""
+    named = {C.USER_ID: user_col, C.ITEM_ID: item_col}
+    return {
+        internal: non_integer_ids(F.col(internal))
+        for internal, column in named.items()
+        if needs_type_check(raw, column)
+    }
+
+
+def type_ids(events: DataFrame, non_integer: dict[str, int]) -> DataFrame:
+    """Each checked id column a long when none of its ids was a non-integer, as
+    :func:`~data.inputs.id_column` types it."""
+    for internal, count in non_integer.items():
+        events = events.withColumn(internal, typed_id(F.col(internal), all_integer=count == 0))
+    return events
 
 
 def weight_by_time_decay(events: DataFrame, *, half_life_days: float) -> DataFrame:
@@ -117,10 +140,17 @@ def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, Chec
         timestamp_col=src.timestamp_col,
     )
     reasons, describe = interaction_checks(std, src.strength_col, src.timestamp_col)
+    # The ids' types and the row checks in one pass over the input: an id is null under
+    # either type, so the checks do not depend on it.
     checked = check_rows(
-        std, reasons, describe, "data.interactions", drop=src.invalid_rows == "drop"
+        std,
+        reasons,
+        describe,
+        "data.interactions",
+        drop=src.invalid_rows == "drop",
+        extra=id_type_checks(raw, user_col=src.user_col, item_col=src.item_col),
     )
-    events = checked.rows.drop("_raw_strength")
+    events = type_ids(checked.rows.drop("_raw_strength"), checked.extra)
     if cfg.wals.confidence == "time_decay":
         events = weight_by_time_decay(events, half_life_days=cfg.wals.half_life_days)
     merged = merge_duplicates(events).persist(StorageLevel.MEMORY_AND_DISK)
