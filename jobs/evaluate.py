@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import reduce
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -16,7 +17,7 @@ from pyspark.sql import functions as F
 from wals_roberta.jobs.config import Config, RecommendConfig
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.model.lists import known_history, seen_items, top_k_lists
-from wals_roberta.jobs.model.metrics import format_table, ranking_metrics
+from wals_roberta.jobs.model.metrics import format_table, ranking_metrics_by_list
 from wals_roberta.jobs.model.wals import fit_wals
 from wals_roberta.jobs.runs import storage, tables
 from wals_roberta.jobs.runs.entry import stage_main
@@ -49,18 +50,26 @@ def lists_by_index(recs: DataFrame, users: DataFrame, items: DataFrame) -> DataF
     return recs.join(users, C.USER_ID).join(items, C.ITEM_ID).select(C.USER_IDX, C.ITEM_IDX, C.RANK)
 
 
-def evaluate_lists(
-    lists: dict[str, DataFrame],
-    test: DataFrame,
-    ks: tuple[int, ...],
-    n_catalog_items: int,
-    cold_items: DataFrame | None = None,
-) -> dict[str, dict[str, float]]:
-    """:func:`~model.metrics.ranking_metrics` of every method's lists, in the given order."""
-    return {
-        name: ranking_metrics(df, test, ks, n_catalog_items=n_catalog_items, cold_items=cold_items)
-        for name, df in lists.items()
-    }
+def table_sizes(spark: SparkSession, run: tables.Run) -> dict[str, int]:
+    """Rows of what decides the segments, counted in one job: ``items``, ``cold`` (projected
+    item vectors) and ``trained`` (the other item vectors, or the item factors without
+    them), ``fold_in`` (folded-in users)."""
+    frames = {"items": tables.read_table(spark, run, "items")}
+    if tables.has_table(spark, run, "item_vectors"):
+        vectors = tables.read_table(spark, run, "item_vectors")
+        is_cold = F.col(C.SOURCE) == "projected"
+        frames["cold"] = vectors.filter(is_cold)
+        frames["trained"] = vectors.filter(~is_cold)
+    else:
+        frames["trained"] = tables.read_table(spark, run, "item_factors")
+    if tables.has_table(spark, run, "fold_in_factors"):
+        frames["fold_in"] = tables.read_table(spark, run, "fold_in_factors")
+    named = reduce(
+        DataFrame.unionByName,
+        [df.select(F.lit(name).alias("_name")) for name, df in frames.items()],
+    )
+    counted = {r["_name"]: int(r["count"]) for r in named.groupBy("_name").count().collect()}
+    return {name: counted.get(name, 0) for name in frames}
 
 
 def cold_items_of(spark: SparkSession, run: tables.Run) -> DataFrame | None:
@@ -96,11 +105,15 @@ def random_lists(
     )
 
 
+Segment = tuple[int, DataFrame, dict[str, DataFrame]]
+
+
 def segment_lists(
-    spark: SparkSession, run: tables.Run, cfg: Config, k: int
-) -> dict[str, tuple[DataFrame, DataFrame, dict[str, DataFrame]]]:
-    """For each segment: (item universe, held-out pairs, {method: lists}); the first method
-    is the model, the second its baseline.
+    spark: SparkSession, run: tables.Run, cfg: Config, k: int, sizes: dict[str, int]
+) -> dict[str, Segment]:
+    """For each segment with items to rank: (items in its universe, held-out pairs,
+    {method: lists}); the first method is the model, the second its baseline. ``sizes``
+    are :func:`table_sizes`.
 
     all: every held-out interaction, the production lists. When the projection stage gave
     some items projected vectors, also warm (held-out interactions on warm items, ranked over
@@ -114,15 +127,9 @@ def segment_lists(
     items = tables.read_table(spark, run, "items")
     test = interactions.filter(F.col(C.SPLIT) == C.TEST).select(C.USER_IDX, C.ITEM_IDX)
     recs = lists_by_index(tables.read_table(spark, run, "recommendations"), users, items)
-    segments = {
-        "all": (
-            items,
-            test,
-            {
-                "wals": recs,
-                "popularity": popularity_lists(interactions, users, items, cfg.recommend, k),
-            },
-        )
+    popularity = popularity_lists(interactions, users, items, cfg.recommend, k)
+    segments: dict[str, Segment] = {
+        "all": (sizes["items"], test, {"wals": recs, "popularity": popularity})
     }
     seen = seen_items(interactions)
     user_factors = tables.read_table(spark, run, "user_factors").select(C.USER_IDX, C.FACTORS)
@@ -133,9 +140,11 @@ def segment_lists(
         vectors = tables.read_table(spark, run, "item_vectors")
         is_cold = F.col(C.SOURCE) == "projected"
         # Without cold items the warm segment would repeat `all`: both are left out then.
-        split_by_source = not vectors.filter(is_cold).isEmpty()
-        by_source = (("warm", ~is_cold, "popularity"), ("cold", is_cold, "random"))
-        for name, cond, baseline in by_source if split_by_source else ():
+        by_source = (
+            ("warm", ~is_cold, "popularity", "trained"),
+            ("cold", is_cold, "random", "cold"),
+        )
+        for name, cond, baseline, size in by_source if sizes["cold"] else ():
             universe = vectors.filter(cond)
             pairs = test.join(universe.select(C.ITEM_IDX), C.ITEM_IDX)
             model = top_k_lists(
@@ -145,18 +154,16 @@ def segment_lists(
                 base = popularity_lists(interactions, users, universe, cfg.recommend, k)
             else:
                 base = random_lists(users, universe, cfg.recommend, k, cfg.split.seed)
-            segments[name] = (universe, pairs, {"wals": model, baseline: base})
+            segments[name] = (sizes[size], pairs, {"wals": model, baseline: base})
         trained_items = vectors.filter(~is_cold).select(C.ITEM_IDX, F.col(C.VECTOR))
     else:
         trained_items = tables.read_table(spark, run, "item_factors").select(
             C.ITEM_IDX, F.col(C.FACTORS).alias(C.VECTOR)
         )
-    if (
-        tables.has_table(spark, run, "fold_in_factors")
-        and not tables.read_table(spark, run, "fold_in_factors").isEmpty()
-    ):
-        segments.update(new_user_segment(spark, run, cfg, k, interactions, trained_items, seen))
-    return segments
+    if sizes.get("fold_in", 0):
+        segment = new_user_segment(spark, run, cfg, k, interactions, trained_items, seen)
+        segments["new_users"] = (sizes["trained"], *segment)
+    return {name: segment for name, segment in segments.items() if segment[0]}
 
 
 def new_user_segment(
@@ -167,10 +174,10 @@ def new_user_segment(
     interactions: DataFrame,
     trained_items: DataFrame,
     seen: DataFrame,
-) -> dict[str, tuple[DataFrame, DataFrame, dict[str, DataFrame]]]:
-    """Held-out users scored by fold-in, against popularity and, when
-    ``evaluate.trained_reference``, against the lists of a model trained with their given
-    history (same settings and seed), over the same items."""
+) -> tuple[DataFrame, dict[str, DataFrame]]:
+    """Held-out pairs and lists of the held-out users: scored by fold-in, against popularity
+    and, when ``evaluate.trained_reference``, against the lists of a model trained with
+    their given history (same settings and seed), over the same items."""
     folded = tables.read_table(spark, run, "fold_in_factors").select(C.USER_IDX, C.FACTORS)
     new_users = folded.select(C.USER_IDX)
     pairs = (
@@ -198,7 +205,7 @@ def new_user_segment(
             F.col("id").alias(C.ITEM_IDX), F.col("features").alias(C.FACTORS)
         ).join(trained_items.select(C.ITEM_IDX), C.ITEM_IDX)
         methods["trained"] = top_k_lists(ref_users, ref_items, seen, cfg.recommend, k=k)
-    return {"new_users": (trained_items, pairs, methods)}
+    return pairs, methods
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -212,12 +219,17 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     ks = tuple(sorted(cfg.evaluate.ks))
     with tables.stage(spark, run_, "evaluate", cfg) as report:
         results: dict[str, Any] = {}
-        cold = cold_items_of(spark, run_)
-        for name, (universe, pairs, lists) in segment_lists(spark, run_, cfg, max(ks)).items():
-            n_items = universe.count()
-            if n_items == 0:
-                continue
-            methods = evaluate_lists(lists, pairs, ks, n_items, cold)
+        sizes = table_sizes(spark, run_)
+        segments = segment_lists(spark, run_, cfg, max(ks), sizes)
+        scored = ranking_metrics_by_list(
+            {(s, m): df for s, (_, _, lists) in segments.items() for m, df in lists.items()},
+            {s: pairs for s, (_, pairs, _) in segments.items()},
+            ks,
+            n_catalog_items={s: n for s, (n, _, _) in segments.items()},
+            cold_items=cold_items_of(spark, run_),
+        )
+        for name, (n_items, _, lists) in segments.items():
+            methods = {method: scored[(name, method)] for method in lists}
             model_name, *others = methods
             model = methods[model_name]
             results[name] = {
@@ -227,7 +239,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
                 "methods": methods,
             }
             if name == "all":  # the catalog: how many of its items are cold
-                results[name]["cold_items"] = 0 if cold is None else cold.count()
+                results[name]["cold_items"] = sizes.get("cold", 0)
             for other in others:
                 label = "trained_in_model" if other == "trained" else f"lift_over_{other}"
                 results[name][label] = {

@@ -15,6 +15,10 @@ shares); 0 without cold items or without slots.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import reduce
+
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -52,12 +56,87 @@ def ranking_metrics(
         ``{"recall@10": ..., "cold_share@10": ..., ...}`` plus ``users`` (evaluated) and
         ``relevant`` (pairs).
     """
-    relevant = relevant.select(C.USER_IDX, C.ITEM_IDX).distinct()
-    n_rel = relevant.groupBy(C.USER_IDX).agg(F.count(F.lit(1)).alias("n_rel"))
+    key = ("", "")
+    scored = ranking_metrics_by_list(
+        {key: lists}, {"": relevant}, ks, n_catalog_items={"": n_catalog_items},
+        cold_items=cold_items,
+    )  # fmt: skip
+    return scored[key]
+
+
+def ranking_metrics_by_list(
+    lists: dict[tuple[str, str], DataFrame],
+    relevant: dict[str, DataFrame],
+    ks: tuple[int, ...] | list[int],
+    *,
+    n_catalog_items: dict[str, int],
+    cold_items: DataFrame | None = None,
+) -> dict[tuple[str, str], dict[str, float]]:
+    """:func:`ranking_metrics` of many lists in one Spark job chain instead of a few jobs
+    per list: ``lists`` keyed by ``(segment, method)``, each scored against
+    ``relevant[segment]`` with ``n_catalog_items[segment]`` items in its universe.
+
+    The lists are tagged, unioned and cached once; one grouped pass computes every list's
+    per-user sums, means and coverage, collected together.
+    """
+    spark = next(iter(lists.values())).sparkSession
+    tagged = _tagged(
+        (
+            df.select(C.USER_IDX, C.ITEM_IDX, F.col(C.RANK).cast("int").alias(C.RANK)),
+            {SEGMENT: segment, METHOD: method},
+        )
+        for (segment, method), df in lists.items()
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    used = sorted({segment for segment, _ in lists})
+    pairs = _tagged(
+        (relevant[s].select(C.USER_IDX, C.ITEM_IDX).distinct(), {SEGMENT: s}) for s in used
+    )
+    n_rel = pairs.groupBy(SEGMENT, C.USER_IDX).agg(F.count(F.lit(1)).alias("n_rel"))
+    methods = spark.createDataFrame(list(lists), f"{SEGMENT} string, {METHOD} string")
+    per_user = (
+        n_rel.join(F.broadcast(methods), SEGMENT)
+        .join(_per_user_sums(tagged, pairs, n_rel, ks, cold_items), LIST_KEY + [C.USER_IDX], "left")
+        .fillna(0)
+    )
+    means = per_user.groupBy(*LIST_KEY).agg(*_means(ks))
+    coverage = tagged.groupBy(*LIST_KEY).agg(
+        *[
+            F.countDistinct(F.when(F.col(C.RANK) <= k, F.col(C.ITEM_IDX))).alias(f"_distinct_{k}")
+            for k in ks
+        ]
+    )
+    rows = {
+        (r[SEGMENT], r[METHOD]): r.asDict()
+        for r in means.join(coverage, LIST_KEY, "full").collect()
+    }
+    tagged.unpersist()
+    return {key: _list_result(rows.get(key, {}), ks, n_catalog_items[key[0]]) for key in lists}
+
+
+SEGMENT = "_segment"
+METHOD = "_method"
+LIST_KEY = [SEGMENT, METHOD]
+
+
+def _tagged(parts: Iterable[tuple[DataFrame, dict[str, str]]]) -> DataFrame:
+    """The union of DataFrames, each with constant string columns naming where it came from."""
+    frames = [
+        df.select(*[F.lit(v).alias(k) for k, v in tags.items()], *df.columns) for df, tags in parts
+    ]
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _per_user_sums(
+    tagged: DataFrame,
+    pairs: DataFrame,
+    n_rel: DataFrame,
+    ks: tuple[int, ...] | list[int],
+    cold_items: DataFrame | None,
+) -> DataFrame:
+    """Per (list, evaluated user): hits, DCG, AP terms, slots and cold slots at each K."""
     marked = (
-        lists.select(C.USER_IDX, C.ITEM_IDX, C.RANK)
-        .join(n_rel, C.USER_IDX)
-        .join(relevant.withColumn("hit", F.lit(1)), [C.USER_IDX, C.ITEM_IDX], "left")
+        tagged.join(n_rel, [SEGMENT, C.USER_IDX])
+        .join(pairs.withColumn("hit", F.lit(1)), [SEGMENT, C.USER_IDX, C.ITEM_IDX], "left")
         .withColumn("hit", F.coalesce(F.col("hit"), F.lit(0)))
     )
     if cold_items is None:
@@ -68,7 +147,7 @@ def ranking_metrics(
             "cold", F.coalesce(F.col("cold"), F.lit(0))
         )
     running = (
-        Window.partitionBy(C.USER_IDX)
+        Window.partitionBy(*LIST_KEY, C.USER_IDX)
         .orderBy(C.RANK)
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
@@ -91,9 +170,10 @@ def ranking_metrics(
             F.sum(F.when(within, 1).otherwise(0)).alias(f"slots_{k}"),
             F.sum(F.when(within, F.col("cold")).otherwise(0)).alias(f"cold_{k}"),
         ]
-    per_user = n_rel.join(
-        marked.groupBy(C.USER_IDX).agg(*per_user_aggs), C.USER_IDX, "left"
-    ).fillna(0)
+    return marked.groupBy(*LIST_KEY, C.USER_IDX).agg(*per_user_aggs)
+
+
+def _means(ks: tuple[int, ...] | list[int]) -> list[F.Column]:
     means = []
     for k in ks:
         denom = F.least(F.col("n_rel"), F.lit(k))
@@ -107,15 +187,20 @@ def ranking_metrics(
             # No slots at all: null (ANSI mode refuses x / 0), 0.0 below.
             F.try_divide(F.sum(f"cold_{k}"), F.sum(f"slots_{k}")).alias(f"cold_share@{k}"),
         ]
-    means += [F.count(F.lit(1)).alias("users"), F.sum("n_rel").alias("relevant")]
-    result = {key: float(v or 0.0) for key, v in per_user.agg(*means).first().asDict().items()}
-    result["users"] = int(result["users"])
-    result["relevant"] = int(result["relevant"])
-    coverage = lists.agg(
-        *[F.countDistinct(F.when(F.col(C.RANK) <= k, F.col(C.ITEM_IDX))).alias(str(k)) for k in ks]
-    ).first()
+    return means + [F.count(F.lit(1)).alias("users"), F.sum("n_rel").alias("relevant")]
+
+
+def _list_result(
+    row: dict, ks: tuple[int, ...] | list[int], n_catalog_items: int
+) -> dict[str, float]:
+    """One list's figures from its collected row (empty: a segment without evaluated users)."""
+    names = [f"{m}@{k}" for k in ks for m in METRICS if m != "coverage"]
+    result: dict[str, float] = {name: float(row.get(name) or 0.0) for name in names}
+    result["users"] = int(row.get("users") or 0)
+    result["relevant"] = int(row.get("relevant") or 0)
     for k in ks:
-        result[f"coverage@{k}"] = coverage[str(k)] / n_catalog_items if n_catalog_items else 0.0
+        distinct = row.get(f"_distinct_{k}") or 0
+        result[f"coverage@{k}"] = distinct / n_catalog_items if n_catalog_items else 0.0
     return result
 
 
