@@ -46,7 +46,9 @@ def settings(data: Path, root: Path, args: argparse.Namespace) -> list[str]:
         "spark.ui.showConsoleProgress: 'false', spark.sql.shuffle.partitions: '64', "
         "spark.sql.adaptive.enabled: 'true', "
         "spark.serializer: org.apache.spark.serializer.KryoSerializer, "
-        "spark.executor.processTreeMetrics.enabled: 'true'}",
+        "spark.executor.processTreeMetrics.enabled: 'true', "
+        "spark.ui.retainedStages: '100000', spark.ui.retainedJobs: '100000', "
+        "spark.ui.retainedTasks: '1000000'}",
         f"data.interactions.path={data / 'interactions.parquet'}",
         "data.interactions.strength_col=strength",
         "data.interactions.timestamp_col=timestamp",
@@ -116,6 +118,7 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
     """Our stages and the baselines at one size (runs in its own process)."""
     import baselines
     from memory import PeakMemory
+    from spark_metrics import SparkMetrics
 
     from wals_roberta.jobs import pipeline, train_wals
     from wals_roberta.jobs.config import load_config
@@ -132,31 +135,41 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
     with PeakMemory() as memory:
         spark = build_session(cfg)
         run = tables.open_run(spark, cfg, "bench", create=True)
-        wall = {}
+        wall, spark_figures = {}, {}
+        metrics = SparkMetrics(spark)
         for stage, step in pipeline.stages(cfg):
             with memory.phase(stage):
+                before = metrics.snapshot()
                 start = time.perf_counter()
                 step(spark, cfg, run.run_id)
                 wall[stage] = round(time.perf_counter() - start, 2)
-            print(f"[bench {name}] {stage} {wall[stage]} s", file=sys.stderr, flush=True)
+            spark_figures[stage] = metrics.since(before)
+            print(f"[bench {name}] {stage} {wall[stage]} s {spark_figures[stage]}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         manifest = tables.read_manifest(spark, run)
-        result["stages"] = {s: {**manifest["stages"][s], **memory.peaks[s]} for s in wall}
+        result["stages"] = {
+            s: {**manifest["stages"][s], **memory.peaks[s], "spark": spark_figures[s]} for s in wall
+        }
         result["metrics"] = manifest.get("metrics") or _metrics(Path(run.dir))
         run_dir = Path(run.dir)
         b: dict = {}
         with memory.phase("mllib_recommend"):
+            before = metrics.snapshot()
             b["mllib_recommend_for_all_users"] = baselines.mllib_recommend_for_all_users(
                 spark, str(run_dir / "als_model"), args.k
             )
+            b["mllib_recommend_for_all_users"]["spark"] = metrics.since(before)
         # The same train stage with wals.solver=cg, on the same tables (it rewrites the
         # factor tables, which only the single-process top-k below reads, for its timing).
         cg_cfg = load_config(
             REPO / "conf" / "default.yaml", [*settings(data, root, args), "wals.solver=cg"]
         )
         with memory.phase("train_cg"):
+            before = metrics.snapshot()
             start = time.perf_counter()
             train_wals.run(spark, cg_cfg, run.run_id)
             b["train_cg"] = {"seconds": round(time.perf_counter() - start, 2)}
+            b["train_cg"]["spark"] = metrics.since(before)
         result["spark_peak_memory"] = peak_executor_memory(spark)
         result["mllib_blas"] = mllib_blas(spark)
         spark.stop()

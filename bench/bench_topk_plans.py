@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -148,9 +149,9 @@ def run_plan(args: argparse.Namespace) -> dict:
         top.write.mode("overwrite").parquet(str(out))
         result["status"] = "ok"
     except Exception as exc:  # a plan that cannot run is a result here
-        lines = [line for line in str(exc).splitlines() if "Error" in line or "error" in line]
+        causes = re.findall(r"java\.lang\.\w+Error[^\n]*|\w+(?:Exception|Error): [^\n]*", str(exc))
         result["status"] = "failed"
-        result["error"] = (lines or [type(exc).__name__])[0][:300]
+        result["error"] = (causes or [type(exc).__name__])[0][:300]
     result["seconds"] = round(time.perf_counter() - start, 1)
     try:
         result.update(spark_figures(spark))
@@ -211,13 +212,26 @@ def main(argv: list[str] | None = None) -> int:
                        "--driver-memory", memory]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            row = json.loads(lines[-1]) if lines else {"plan": plan, "status": "crashed"}
+            if lines:
+                row = json.loads(lines[-1])
+            else:  # the JVM or the process died: the first cause in its log
+                causes = re.findall(r"java\.lang\.\w+Error[^\n]*", done.stderr)
+                row = {"plan": plan, "status": "failed",
+                       "error": (causes or [f"exit {done.returncode}"])[0][:300]}  # fmt: skip
             if row.get("status") == "ok":
                 row["exact_on_sample"] = check(path, plan, case, args.sample_users)
             results.append({**case, **row})
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Cases run before (both plans of a case always run together) are kept, replaced by a
+    # new run of the same case.
+    key = lambda r: (r["users"], r["items"], r["rank"], r["k"], r["driver_memory"])  # noqa: E731
+    if (out / "topk-plans.json").exists():
+        new = {key(r) for r in results}
+        old = json.loads((out / "topk-plans.json").read_text())
+        results = [r for r in old if key(r) not in new] + results
+    results.sort(key=lambda r: (r["items"] * r["rank"], r["users"]))
     (out / "topk-plans.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "topk-plans.md").write_text(report(results))
     return 0

@@ -21,7 +21,7 @@ from wals_roberta.udfs.topk_arrow import merge_partial_lists, pack_user_rows, sc
 TOP_K_SCHEMA = "user_idx int, item_idx int, score float, rank int"
 # Item vectors (MB of float32) up to which the item blocks are broadcast; see
 # bench/bench_topk_plans.py for the measurement behind the default.
-BROADCAST_MAX_MB = 256.0
+BROADCAST_MAX_MB = 64.0
 # Rows handed to a scoring task per Arrow batch are capped at this many bytes, so a batch
 # holds a few block pairs, not 10,000 (Spark's row cap) of them.
 ARROW_BATCH_BYTES = 64 * 1024 * 1024
@@ -75,18 +75,6 @@ def recommend_top_k(
     )
     items = items.withColumn("item_block", (F.col("item_idx") / items_per_block).cast("int"))
     n_items, n_keys = items.agg(F.count(F.lit(1)), F.count_distinct(*groups, "item_block")).first()
-    # Packed in the JVM (no Python worker): each block's items sorted by index, their
-    # vectors concatenated in that order.
-    item_blocks = (
-        items.groupBy(*groups, "item_block")
-        .agg(F.sort_array(F.collect_list(F.struct("item_idx", "vector"))).alias("items"))
-        .select(
-            *groups,
-            "item_block",
-            F.col("items.item_idx").alias("item_idx"),
-            F.flatten(F.col("items.vector")).alias("item_vectors"),
-        )
-    )
     user_side = user_blocks.select(
         "block", "user_idx", F.col("vectors").alias("user_vectors"), "seen_offsets",
         "seen_items", *extra,
@@ -98,9 +86,9 @@ def recommend_top_k(
         out_schema = f"{carry} {column_type(user_vectors, carry)}, " + out_schema
     if n_items * rank * 4 <= broadcast_max_mb * 2**20:
         # The item blocks are what is broadcast, never the user blocks.
-        pairs = user_side.crossJoin(F.broadcast(item_blocks.drop("item_block")))
+        pairs = user_side.crossJoin(F.broadcast(_item_blocks(items, groups)))
         return pairs.mapInArrow(score_block_pairs(k, rank, carry, item_group_col), out_schema)
-    pairs = _tiles(user_side, item_blocks, groups, n_user_blocks, n_keys, _cores(spark))
+    pairs = _tiles(user_side, items, groups, n_user_blocks, n_keys, _cores(spark))
     partial_schema = "block int, " + "".join(f"{g} int, " for g in groups)
     partial_schema += "user_idx array<int>, item_idx array<int>, score array<float>"
     if carry:
@@ -160,27 +148,40 @@ def _user_blocks(user_vectors, vector_col: str, seen, carry: str | None, users_p
     return blocks, n_user_blocks, rank
 
 
-def _tiles(user_side, item_blocks, groups: list[str], n_user_blocks: int, n_keys: int, cores):
+def _item_blocks(items, keys: list[str]):
+    """One row per item block (per value of ``keys`` besides the block), packed in the JVM
+    (no Python worker): the block's items sorted by index, their vectors concatenated in that
+    order, ``(keys..., item_idx[], item_vectors[])``."""
+    from pyspark.sql import functions as F
+
+    return (
+        items.groupBy(*keys, "item_block")
+        .agg(F.sort_array(F.collect_list(F.struct("item_idx", "vector"))).alias("items"))
+        .select(
+            *keys,
+            "item_block",
+            F.col("items.item_idx").alias("item_idx"),
+            F.flatten(F.col("items.vector")).alias("item_vectors"),
+        )
+    )
+
+
+def _tiles(user_side, items, groups: list[str], n_user_blocks: int, n_keys: int, cores: int):
     """Every (user block, item block) pair as one row, by a sort-merge join: each user block
     is copied once per item block, each item block once per share of the user blocks (as
-    many shares as it takes for the tiles to fill the cores). A task streams its user blocks
-    past the one item block of its key, so it never holds more than one of each."""
+    many shares as it takes for the tiles to fill the cores). The item blocks are packed by
+    the shuffle that the join's partitioning reuses; a task streams its user blocks past the
+    one item block of its key, so it never holds more than one of each."""
     from pyspark.sql import functions as F
 
     shares = max(1, min(n_user_blocks, -(-cores // max(1, n_keys))))
-    spark = user_side.sparkSession
-    keys = item_blocks.select(*groups, "item_block")
-    share_ids = spark.range(shares).select(F.col("id").cast("int").alias("share"))
-    on = [*groups, "item_block", "share"]
-    n_tiles = max(1, n_keys * shares)
-    users = (
-        user_side.withColumn("share", F.col("block") % shares)
-        .crossJoin(F.broadcast(keys))
-        .repartition(n_tiles, *on)
-    )
-    items = item_blocks.crossJoin(F.broadcast(share_ids)).repartition(n_tiles, *on)
+    share_ids = user_side.sparkSession.range(shares).select(F.col("id").cast("int").alias("share"))
+    item_blocks = _item_blocks(items.crossJoin(F.broadcast(share_ids)), [*groups, "share"])
+    keys = items.select(*groups, "item_block").distinct()
+    users = user_side.withColumn("share", F.col("block") % shares).crossJoin(F.broadcast(keys))
     # User blocks stream (left), the item block of each key is the buffered side (right).
-    return users.join(items.hint("merge"), on=on).drop("item_block", "share")
+    on = [*groups, "item_block", "share"]
+    return users.join(item_blocks.hint("merge"), on=on).drop("item_block", "share")
 
 
 def _cores(spark) -> int:

@@ -119,7 +119,7 @@ class RecommendConfig:
     items_per_block: int = 65536
     # Item vectors (MB, items × rank × 4 bytes) up to which the top-k broadcasts the item
     # blocks; past it they meet the user blocks by a shuffle join (udfs/topk.py).
-    broadcast_max_mb: float = 256.0
+    broadcast_max_mb: float = 64.0
     # How projected (cold) and WALS scores share one list: auto (chosen on validation, see
     # cold/merge.py), raw (dot products as they are) or standardize (each source on the
     # user's own scale, cold scores shifted by cold_offset warm standard deviations).
