@@ -44,9 +44,17 @@ def read_source(
         raise InputDataError(f"{key}.path: cannot read {path} as {fmt}: {first}") from None
 
 
+_TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz")
+
+
+def is_text_file(path: str, fmt: str) -> bool:
+    """Whether ``read_source`` parses this source as CSV (every read parses it again)."""
+    return fmt == "csv" or (fmt == "auto" and path.lower().endswith(_TEXT_SUFFIXES))
+
+
 def _guess_format(spark: SparkSession, location: str) -> str:
     lower = location.lower()
-    if lower.endswith((".csv", ".tsv", ".txt", ".csv.gz")):
+    if lower.endswith(_TEXT_SUFFIXES):
         return "csv"
     if storage.is_dir(spark, location) and "_delta_log" in storage.list_names(spark, location):
         return "delta"

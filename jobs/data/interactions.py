@@ -17,6 +17,7 @@ from wals_roberta.jobs.data.inputs import (
     check_rows,
     id_text,
     interaction_checks,
+    is_text_file,
     needs_type_check,
     non_integer_ids,
     numeric_column,
@@ -116,12 +117,14 @@ def confidence_rating(strength: Column, *, form: str, log_epsilon: float = 1.0) 
 
 def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, CheckedRows, DataFrame]:
     """The configured interactions read, checked and merged to one row per (user, item):
-    ``(raw, checked, merged)``; ``raw`` and ``merged`` are persisted (unpersist when done),
-    ``checked`` carries the read and dropped counts."""
+    ``(raw, checked, merged)``; ``merged`` and a CSV ``raw`` are persisted (unpersist when
+    done), ``checked`` carries the read and dropped counts."""
     src = cfg.data.interactions
     raw = read_source(spark, src.path, src.format, "data.interactions", src.csv_delimiter)
-    # Checks, typing and merging read the input several times: parse it once.
-    raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+    # The checks and the merge read the input twice: a CSV file is parsed once into the
+    # cache; a columnar source is scanned twice, cheaper than building a cache of it.
+    if is_text_file(src.path, src.format):
+        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
     require_columns(
         raw,
         {
