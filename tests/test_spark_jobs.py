@@ -77,3 +77,20 @@ def test_write_counted_counts_what_reads_back(spark, tmp_path):
     assert counted == {"rows": 100, "odd": 50}
     assert tables.write_table(spark, run, "empty", df.filter("id < 0")) == 0
     assert tables.read_table(spark, run, "t").count() == 100
+
+
+def test_the_report_and_mlflow_show_the_count_where_there_is_one():
+    from wals_roberta.jobs.runs.report import stages_markdown
+    from wals_roberta.jobs.runs.tracking import run_metrics
+
+    manifest = {
+        "stages": {
+            "prepare": {"status": "complete", "seconds": 2.0, "spark_jobs": 1234, "rows": {}},
+            "train": {"status": "complete", "seconds": 3.0, "spark_jobs": None, "rows": {}},
+        }
+    }
+    lines = stages_markdown(manifest)
+    assert "| prepare | complete | 2.0 | 1,234 |  |" in lines
+    assert "| train | complete | 3.0 | — |  |" in lines
+    flat = run_metrics(None, manifest)
+    assert flat["stage.prepare.spark_jobs"] == 1234.0 and "stage.train.spark_jobs" not in flat

@@ -193,13 +193,20 @@ def segment_markdown(name: str, result: Mapping[str, Any], ks: list[int]) -> lis
 
 
 def stages_markdown(manifest: Mapping[str, Any]) -> list[str]:
-    """The stages in the order they ran: status, seconds and the row counts they wrote."""
-    lines = ["## Stages", "", "| stage | status | seconds | rows |", "| --- | --- | ---: | --- |"]
+    """The stages in the order they ran: status, seconds, Spark jobs and the row counts
+    they wrote."""
+    lines = [
+        "## Stages",
+        "",
+        "| stage | status | seconds | Spark jobs | rows |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for name, entry in manifest.get("stages", {}).items():
         rows = ", ".join(f"{t}={n:,}" for t, n in (entry.get("rows") or {}).items())
-        seconds = entry.get("seconds")
+        seconds, jobs = entry.get("seconds"), entry.get("spark_jobs")
         shown = "—" if seconds is None else f"{float(seconds):.1f}"
-        lines.append(f"| {name} | {entry.get('status', '?')} | {shown} | {rows} |")
+        counted = "—" if jobs is None else f"{jobs:,}"
+        lines.append(f"| {name} | {entry.get('status', '?')} | {shown} | {counted} | {rows} |")
     return [*lines, ""]
 
 

@@ -69,6 +69,7 @@ def run_metrics(metrics: Mapping[str, Any] | None, manifest: Mapping[str, Any]) 
                 out.update({f"{segment}.{key}.{metric_name(k)}": v for k, v in value.items()})
     for stage, entry in (manifest.get("stages") or {}).items():
         out[f"stage.{stage}.seconds"] = entry.get("seconds")
+        out[f"stage.{stage}.spark_jobs"] = entry.get("spark_jobs")  # None on Connect: left out
         for table, rows in (entry.get("rows") or {}).items():
             out[f"stage.{stage}.rows.{table}"] = rows
     return {
