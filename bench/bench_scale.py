@@ -151,6 +151,7 @@ def run_one(size: float, args: argparse.Namespace) -> dict:
             s: {**manifest["stages"][s], **memory.peaks[s], "spark": spark_figures[s]} for s in wall
         }
         result["metrics"] = manifest.get("metrics") or _metrics(Path(run.dir))
+        result["pairs"] = manifest["stages"]["prepare"]["counts"]["interactions"]["used"]
         run_dir = Path(run.dir)
         b: dict = {}
         with memory.phase("mllib_recommend"):
@@ -207,6 +208,7 @@ def _config_summary(cfg) -> dict:
         "rank": w.rank, "iterations": w.iterations, "reg": w.reg, "alpha": w.alpha,
         "confidence": w.confidence, "user_blocks": w.user_blocks, "item_blocks": w.item_blocks,
         "k": r.k, "users_per_block": r.users_per_block, "items_per_block": r.items_per_block,
+        "broadcast_max_mb": r.broadcast_max_mb,
         "encoder": e.model, "max_length": e.max_length, "batch_size": e.batch_size,
         "arrow_batch_size": e.arrow_batch_size,
     }  # fmt: skip

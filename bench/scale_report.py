@@ -98,6 +98,56 @@ def growth(results: list[dict]) -> dict:
     return out
 
 
+def shuffle_check(r: dict) -> dict:
+    """Per stage: Spark's measured shuffle write and read (MB), the cost model's figure
+    (``bench/scale_model.py``) and measured / model; also the jobs each stage ran."""
+    from scale_model import model
+
+    d, c = r["data"], r["config"]
+    predicted = model(
+        d["users"], d["items"], r.get("pairs") or d["interactions"], N_raw=d["interactions"],
+        r=c["rank"], k=c["k"], iterations=c["iterations"], als_blocks=c["user_blocks"],
+        users_per_block=c["users_per_block"], items_per_block=c["items_per_block"],
+        broadcast_max_mb=c.get("broadcast_max_mb", 64.0), cores=r["machine"]["cores"],
+        cg_blocks=r["machine"]["cores"],
+        merged=r["stages"].get("recommend", {}).get("merge", {}).get("method", "raw") != "raw"
+        or bool(r["stages"].get("recommend", {}).get("merge", {}).get("cold_slots")),
+    )  # fmt: skip
+    measured = {s: v["spark"] for s, v in r["stages"].items() if "spark" in v}
+    if "spark" in r["baselines"].get("train_cg", {}):
+        measured["train_cg"] = r["baselines"]["train_cg"]["spark"]
+    out = {}
+    for stage, m in measured.items():
+        model_mb = predicted[stage]["shuffle"] / 2**20
+        out[stage] = {
+            "spark_jobs": m["spark_jobs"],
+            "shuffle_write_mb": m["shuffle_write_mb"],
+            "shuffle_read_mb": m["shuffle_read_mb"],
+            "model_mb": round(model_mb, 2),
+            "measured_over_model": round(m["shuffle_write_mb"] / model_mb, 2) if model_mb else None,
+            "task_peak_execution_mb": m["task_peak_execution_mb"],
+        }
+    return out
+
+
+def shuffle_table(r: dict) -> list[str]:
+    rows = shuffle_check(r)
+    if not rows:
+        return []
+    lines = [
+        "| stage | Spark jobs | shuffle write MB | shuffle read MB | model MB | measured / model "
+        "| task peak execution MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for stage, f in rows.items():
+        lines.append(
+            f"| {stage} | {f['spark_jobs']} | {f['shuffle_write_mb']:,.1f} | "
+            f"{f['shuffle_read_mb']:,.1f} | {f['model_mb']:,.1f} | {f['measured_over_model']} | "
+            f"{f['task_peak_execution_mb']:,.1f} |"
+        )
+    return [*lines, ""]
+
+
 def size_table(r: dict) -> list[str]:
     d = r["data"]
     lines = [
@@ -147,6 +197,7 @@ def size_table(r: dict) -> list[str]:
         f"{b['single_process_embed']['texts']:,} texts |",
         "",
     ]
+    lines += shuffle_table(r)
     if r.get("mllib_blas"):
         lines += [f"MLlib BLAS: {r['mllib_blas']}", ""]
     if r.get("spark_peak_memory"):
@@ -160,6 +211,11 @@ def write_report(out: Path) -> str:
     summary = {
         "targets": TARGETS,
         "ratios": {r["size"]: ratios(r) for r in results},
+        "shuffle_vs_model": {
+            r["size"]: shuffle_check(r)
+            for r in results
+            if "spark" in next(iter(r["stages"].values()))
+        },  # fmt: skip
         "growth_exponent": growth(results),
     }
     (out / "scale.json").write_text(
