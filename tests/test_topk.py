@@ -401,3 +401,39 @@ def test_spark_shuffle_plan_broadcasts_no_item_vectors(spark, capsys):
         top = recommend_top_k(udf, idf, k=3, items_per_block=16, broadcast_max_mb=PLANS[plan])
         top.explain()
         assert ("SortMergeJoin" in capsys.readouterr().out) is joined
+
+
+@pytest.mark.slow
+def test_plans_benchmark_checks_both_plans_against_brute_force(tmp_path, monkeypatch):
+    """bench_topk_plans at a tiny size: both plans run in their own JVMs, their lists match
+    its brute force over the whole catalog (several item blocks: 300,000 items), results
+    written; lists that differ from the brute force are reported, not hidden."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from tests.conftest import REPO
+
+    out, data = tmp_path / "results", tmp_path / "data"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_topk_plans.py"), "--case", "300x300000:2g",
+         "--rank", "8", "--k", "5", "--data", str(data), "--out", str(out),
+         "--sample-users", "20"],
+        check=True,
+    )  # fmt: skip
+    rows = json.loads((out / "topk-plans.json").read_text())
+    assert [r["plan"] for r in rows] == ["broadcast", "shuffle"]
+    assert all(r["status"] == "ok" and r["exact_on_sample"] is True for r in rows)
+    assert "| 300 | 300,000 |" in (out / "topk-plans.md").read_text()
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import bench_topk_plans as plans
+
+    case_dir = data / "300x300000r8"
+    lists = pd.read_parquet(case_dir / "out-shuffle")
+    lists[lists["rank"] != 2].to_parquet(case_dir / "out-broken")  # every 2nd place gone
+    case = {"users": 300, "items": 300_000, "rank": 8, "k": 5}
+    assert plans.check(case_dir, "shuffle", case, 300)
+    assert not plans.check(case_dir, "broken", case, 300)
