@@ -231,6 +231,17 @@ def bench_size(size: float, args: argparse.Namespace, trees: dict[str, Path]) ->
     return result
 
 
+def described(commit: str | None) -> str | None:
+    """``commit`` with the hash it names, e.g. ``HEAD (ed7516b)``."""
+    if commit is None:
+        return None
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", commit], capture_output=True, text=True
+    )
+    short = done.stdout.strip()
+    return commit if not short or short == commit else f"{commit} ({short})"
+
+
 def write_report(results: list[dict], out: Path, meta: dict) -> str:
     (out / "fixed-costs.json").write_text(
         json.dumps({"meta": meta, "sizes": results}, indent=2) + "\n"
@@ -313,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         "candidate": code_tree(args.candidate, args.candidate_commit, where, "candidate"),
     }
     meta = {
-        "reference": args.reference or args.reference_commit,
-        "candidate": args.candidate or args.candidate_commit or f"{REPO} (working tree)",
+        "reference": args.reference or described(args.reference_commit),
+        "candidate": args.candidate or described(args.candidate_commit) or f"{REPO} (working tree)",
         "cores": args.cores,
         "python": platform.python_version(),
         "command": " ".join(
