@@ -11,6 +11,7 @@ checkpoint directory) are checked without a server, in the default run."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,18 @@ def test_pipeline_on_connect_gives_the_classic_lists(both):
     published, stderr = both
     assert_same_lists(*published["pipeline"])
     assert "JVM_ATTRIBUTE_NOT_SUPPORTED" not in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_spark_jobs_are_counted_on_classic_and_none_on_connect(both, small):
+    tmp, _ = small
+    for kind, counted in (("classic", True), ("connect", False)):
+        manifests = list((tmp / kind / "runs").glob("*/manifest.json"))
+        assert manifests
+        for manifest in manifests:
+            for name, entry in json.loads(manifest.read_text())["stages"].items():
+                jobs = entry["spark_jobs"]
+                assert isinstance(jobs, int) if counted else jobs is None, name
 
 
 @pytest.mark.slow
