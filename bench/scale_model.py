@@ -104,15 +104,23 @@ def model(
         "broadcast": 0,
         "task": 0,
     }
-    # project: the item factors, embeddings and projections joined by item; the validation
-    # (at most validation_users users): every map's lists over the pseudo-cold items, and
-    # every merge's candidate lists (2k per user: warm and cold) ranked, met with the
-    # held-out pairs and summed per user (three shuffles); the validation users' training
-    # pairs, excluded from two top-k passes.
+    # project: the item factors, embeddings and projections joined by item; the validation:
+    # a second WALS model with the train stage's settings on the training rows less the
+    # validation split (~77% of them), then for at most validation_users users every map's
+    # lists over the pseudo-cold items, and every merge's candidate lists (2k per user: warm
+    # and cold) ranked, met with the held-out pairs and summed per user (three shuffles); the
+    # validation users' training pairs, excluded from two top-k passes.
     U_v = min(U, validation_users)
+    N_fit = int(0.77 * N_train)
+    validation_model = (
+        INT_ROWS * N_fit * row(3)
+        + 2 * N_fit * 12
+        + iterations * factor * (min(N_fit, I * als_blocks) + min(N_fit, U * als_blocks))
+    )
     lists = INT_ROWS * (3 * merges * U_v * 2 * k * row(5) + maps * U_v * k * row(5))
     out["project"] = {
         "shuffle": 2 * I * row(2, array(d) + array(r))
+        + validation_model
         + lists
         + INT_ROWS * 2 * N_train * U_v / U * row(3, 8),
         "broadcast": d * r * 4,
@@ -123,10 +131,13 @@ def model(
     if merged:  # a second top-k pass for the cold items and a window over both lists
         extra = U * row(4, array(r)) + INT_ROWS * U * 2 * k * row(5)
         out["recommend"]["shuffle"] += extra
-    # evaluate: the lists of the model and the two baselines (popularity, random) ranked and
-    # met with the held-out pairs by user (broadcast while they are small), one shuffle.
+    # evaluate: the lists of the model and the two baselines (popularity, random) ranked by
+    # user, one shuffle; they meet the held-out pairs by a broadcast while those are under
+    # Spark's 10 MB threshold, else by a sort-merge join that shuffles both once more.
+    lists, held = 3 * U * k * row(5), (N - N_train) * row(3, 8)
+    joined = lists + held if (N - N_train) * 20 > 10 * MB else 0
     out["evaluate"] = {
-        "shuffle": INT_ROWS * (3 * U * k * row(5) + (N - N_train) * row(3, 8)),
+        "shuffle": INT_ROWS * (lists + held + joined),
         "broadcast": I * row(2),
         "task": 0,
     }

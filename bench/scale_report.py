@@ -8,8 +8,9 @@ from pathlib import Path
 
 STAGES = ("prepare", "train", "embed", "project", "recommend", "evaluate", "publish")
 TARGETS = {
-    "recommend_speedup_vs_mllib": ">= 3 (from 10^6 interactions up)",
-    "recommend_share_of_roofline": ">= 0.4",
+    "recommend_speedup_vs_mllib": ">= 3 (from 10^7 interactions up)",
+    "recommend_share_of_roofline": ">= 0.4 (from 10^7 up)",
+    "train_cg_per_iteration_vs_implicit_cg": "<= 3 (from 10^7 up, rank 64)",
     "train_per_iteration_vs_implicit_cg": "<= 5 (at 10^7, rank 64)",
     "embed_throughput_vs_single_process": ">= 0.8",
 }
@@ -221,10 +222,7 @@ def write_report(out: Path) -> str:
     (out / "scale.json").write_text(
         json.dumps({"summary": summary, "sizes": results}, indent=2) + "\n"
     )
-    keys = list(TARGETS) + [
-        "train_cg_per_iteration_vs_implicit_cg",
-        "train_per_iteration_vs_implicit_cholesky",
-    ]
+    keys = list(TARGETS) + ["train_per_iteration_vs_implicit_cholesky"]
     md = ["# Scale benchmark", "", "## Target ratios", "",
           "| size | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]  # fmt: skip
     for size, rt in summary["ratios"].items():
