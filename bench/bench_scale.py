@@ -36,7 +36,9 @@ TEMPLATE = "{title}. {format}. Genres: {genres}"
 
 
 def label(size: float) -> str:
-    return f"1e{len(str(int(size))) - 1}" if str(int(size)).strip("0") == "1" else str(int(size))
+    """``1e7``, ``3e7``: one significant digit and the exponent; other sizes in full."""
+    digits = str(int(size))
+    return f"{digits[0]}e{len(digits) - 1}" if digits[1:].strip("0") == "" else digits
 
 
 def settings(data: Path, root: Path, args: argparse.Namespace) -> list[str]:
