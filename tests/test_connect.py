@@ -251,3 +251,57 @@ def test_checkpoints_on_connect_are_the_servers_or_skipped_in_one_line(capsys):
     assert use_checkpoint_dir(fake_connect_session(), "/mine") is None
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "checkpointing skipped" in line and "spark.checkpoint.dir" in line
+
+
+TOP_K_ON_CONNECT = """
+import json, sys
+import numpy as np
+from pyspark.sql import SparkSession
+from wals_roberta.udfs.topk import recommend_top_k
+spark = SparkSession.builder.remote("local[2]").getOrCreate()
+rng = np.random.default_rng(0)
+users = rng.integers(0, 3, size=(40, 4)).astype(np.float32)  # integer scores: many ties
+items = rng.integers(0, 3, size=(70, 4)).astype(np.float32)
+u = spark.createDataFrame([(i, users[i].tolist(), f"u{i}") for i in range(40)],
+                          "user_idx int, factors array<float>, user_id string")
+it = spark.createDataFrame([(i, items[i].tolist()) for i in range(70)],
+                           "item_idx int, factors array<float>")
+seen = spark.createDataFrame([(i % 40, (i * 7) % 70) for i in range(120)],
+                             "user_idx int, item_idx int")
+out = {}
+for plan, mb in (("broadcast", 64.0), ("shuffle", 0.0)):
+    top = recommend_top_k(u, it, k=4, seen=seen, users_per_block=8, items_per_block=16,
+                          carry="user_id", broadcast_max_mb=mb).collect()
+    out[plan] = sorted((r.user_id, r.user_idx, r.rank, r.item_idx) for r in top)
+spark.stop()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_both_top_k_plans_on_connect_match_brute_force():
+    """The broadcast and the shuffle plan of the public top-k on a Spark Connect session:
+    the same exact lists (ties by item index, seen items excluded, ids carried)."""
+    import numpy as np
+
+    needs_connect()
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(
+        [sys.executable, "-c", TOP_K_ON_CONNECT], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 3, size=(40, 4)).astype(np.float32)
+    items = rng.integers(0, 3, size=(70, 4)).astype(np.float32)
+    seen = {}
+    for i in range(120):
+        seen.setdefault(i % 40, set()).add((i * 7) % 70)
+    scores = users @ items.T
+    expected = []
+    for user in range(40):
+        best = sorted((-scores[user, j], j) for j in range(70) if j not in seen[user])[:4]
+        expected += [[f"u{user}", user, rank, j] for rank, (_, j) in enumerate(best, 1)]
+    assert out["broadcast"] == sorted(expected)
+    assert out["shuffle"] == sorted(expected)

@@ -53,7 +53,8 @@ def recommend_top_k(
         carry: a column of ``user_vectors`` (e.g. ``user_id``) copied onto each list row.
         item_group_col: an int column of ``item_vectors``: the items of each value form a
             catalog of their own, each user gets a list per group (an item index may appear
-            in several groups, with a different vector in each).
+            in several groups, with a different vector in each; items with a null group
+            are left out).
         broadcast_max_mb: item vectors (items × rank × 4 bytes, all groups) up to which the
             item blocks are broadcast; past it, the shuffle plan (0: always shuffle).
 
@@ -73,6 +74,8 @@ def recommend_top_k(
     items = item_vectors.select(
         "item_idx", F.col(item_vector_col).alias("vector"), *[F.col(g).cast("int") for g in groups]
     )
+    if item_group_col:  # an item without a group is in no catalog (and in no block count)
+        items = items.filter(F.col(item_group_col).isNotNull())
     items = items.withColumn("item_block", (F.col("item_idx") / items_per_block).cast("int"))
     n_items, n_keys = items.agg(F.count(F.lit(1)), F.count_distinct(*groups, "item_block")).first()
     user_side = user_blocks.select(
