@@ -36,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-TEMPLATE = "{title}. {format}. Genres: {genres}"
+from bench_scale import label, pipeline_settings  # noqa: E402
+
 # The text stages change nothing evaluate scores on this data (every item has interactions,
 # none is projected: one segment, as in bench_scale's results) and take most of the time.
 UPSTREAM = ("prepare", "train", "recommend")
@@ -46,33 +47,12 @@ PREPARE_TABLES = ("users", "items", "interactions")
 CODES = ("reference", "candidate")
 
 
-def label(size: float) -> str:
-    return f"1e{len(str(int(size))) - 1}" if str(int(size)).strip("0") == "1" else str(int(size))
-
-
 def settings(data: Path, root: Path, args: argparse.Namespace) -> list[str]:
     """``bench_scale``'s settings (same data, Spark and model settings), two iterations,
     and job history kept for the bench's count."""
-    return [
-        f"spark.master=local[{args.cores}]",
-        f"spark.conf={{spark.driver.memory: {args.driver_memory}, "
-        "spark.ui.showConsoleProgress: 'false', spark.sql.shuffle.partitions: '64', "
-        "spark.sql.adaptive.enabled: 'true', "
-        "spark.serializer: org.apache.spark.serializer.KryoSerializer, "
-        "spark.ui.enabled: 'false', spark.ui.retainedJobs: '100000'}",
-        f"data.interactions.path={data / 'interactions.parquet'}",
-        "data.interactions.strength_col=strength",
-        "data.interactions.timestamp_col=timestamp",
-        f"data.items.path={data / 'items.parquet'}",
-        f"data.items.text_template={TEMPLATE}",
-        f"output.root={root}",
-        f"encoder.model={args.encoder}",
-        "encoder.max_length=64",
-        f"wals.rank={args.rank}",
-        f"wals.iterations={args.iterations}",
-        f"recommend.k={args.k}",
-        "evaluate.ks=[10,20]",
-    ]
+    return pipeline_settings(
+        data, root, args, "spark.ui.enabled: 'false', spark.ui.retainedJobs: '100000'"
+    )
 
 
 # --- the child process: some stages of one code base ----------------------------------

@@ -42,15 +42,27 @@ def label(size: float) -> str:
 
 
 def settings(data: Path, root: Path, args: argparse.Namespace) -> list[str]:
+    return pipeline_settings(
+        data,
+        root,
+        args,
+        "spark.executor.processTreeMetrics.enabled: 'true', "
+        "spark.ui.retainedStages: '100000', spark.ui.retainedJobs: '100000', "
+        "spark.ui.retainedTasks: '1000000'",
+    )
+
+
+def pipeline_settings(data: Path, root: Path, args, spark_conf: str) -> list[str]:
+    """The benchmarks' pipeline settings on one size's data, with ``spark_conf`` (YAML
+    ``key: value`` pairs) added to the Spark settings; ``args`` gives cores, driver memory,
+    encoder, rank, iterations, k and extra ``--set`` overrides."""
     return [
         f"spark.master=local[{args.cores}]",
         f"spark.conf={{spark.driver.memory: {args.driver_memory}, "
         "spark.ui.showConsoleProgress: 'false', spark.sql.shuffle.partitions: '64', "
         "spark.sql.adaptive.enabled: 'true', "
         "spark.serializer: org.apache.spark.serializer.KryoSerializer, "
-        "spark.executor.processTreeMetrics.enabled: 'true', "
-        "spark.ui.retainedStages: '100000', spark.ui.retainedJobs: '100000', "
-        "spark.ui.retainedTasks: '1000000'}",
+        f"{spark_conf}}}",
         f"data.interactions.path={data / 'interactions.parquet'}",
         "data.interactions.strength_col=strength",
         "data.interactions.timestamp_col=timestamp",
@@ -63,7 +75,7 @@ def settings(data: Path, root: Path, args: argparse.Namespace) -> list[str]:
         f"wals.iterations={args.iterations}",
         f"recommend.k={args.k}",
         "evaluate.ks=[10,20]",
-        *args.set,
+        *getattr(args, "set", []),
     ]
 
 

@@ -79,21 +79,27 @@ def model(
         "broadcast": (U + I) * index if not joins else 0,
         "task": 0,
     }
+
     # train (MLlib): canonical order (one shuffle of the training rows), rating blocks for
     # both sides (two shuffles of N_train (user, item, rating) triples), then every half
     # iteration each factor travels to every block of the other side holding one of its
     # pairs: at most min(pairs, vectors × blocks) vectors.
-    per_iteration = factor * (min(N_train, I * als_blocks) + min(N_train, U * als_blocks))
-    ratings = INT_ROWS * N_train * row(3) + 2 * N_train * 12
+    def ratings(pairs: int) -> float:
+        return INT_ROWS * pairs * row(3) + 2 * pairs * 12
+
+    def mllib_als(pairs: int) -> float:
+        shipped = min(pairs, I * als_blocks) + min(pairs, U * als_blocks)
+        return ratings(pairs) + iterations * factor * shipped
+
     out["train"] = {
-        "shuffle": ratings + iterations * per_iteration,
+        "shuffle": mllib_als(N_train),
         "broadcast": 0,
         "task": (N_train // als_blocks) * 12 + (max(U, I) // als_blocks) * factor,
     }
     # train (cg): every half iteration each block being solved receives the whole other
     # side's vectors.
     out["train_cg"] = {
-        "shuffle": ratings + iterations * cg_blocks * (U + I) * 4 * r,
+        "shuffle": ratings(N_train) + iterations * cg_blocks * (U + I) * 4 * r,
         "broadcast": 0,
         "task": (U + I) * 4 * r + (N_train // cg_blocks) * 12,
     }
@@ -111,12 +117,7 @@ def model(
     # and cold) ranked, met with the held-out pairs and summed per user (three shuffles); the
     # validation users' training pairs, excluded from two top-k passes.
     U_v = min(U, validation_users)
-    N_fit = int(0.77 * N_train)
-    validation_model = (
-        INT_ROWS * N_fit * row(3)
-        + 2 * N_fit * 12
-        + iterations * factor * (min(N_fit, I * als_blocks) + min(N_fit, U * als_blocks))
-    )
+    validation_model = mllib_als(int(0.77 * N_train))
     lists = INT_ROWS * (3 * merges * U_v * 2 * k * row(5) + maps * U_v * k * row(5))
     out["project"] = {
         "shuffle": 2 * I * row(2, array(d) + array(r))
