@@ -40,6 +40,9 @@ class InteractionsInput:
     item_col: str = "item_id"
     strength_col: str | None = None
     timestamp_col: str | None = None
+    # Spark reader options under Spark's own names (delimiter, quote, escape, encoding,
+    # header, multiLine, ...); csv_delimiter is an alias of options.delimiter.
+    options: Mapping[str, str] = field(default_factory=dict)
     csv_delimiter: str = ","
     invalid_rows: Literal["fail", "drop"] = "fail"
 
@@ -50,13 +53,29 @@ class ItemsInput:
     format: FileFormat = "auto"
     id_col: str = "item_id"
     text_template: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
     csv_delimiter: str = ","
+    # Rows with a null id, and ids repeated with different texts: fail, or drop the null
+    # ids and keep one row per id by the documented rule (counted either way).
+    invalid_rows: Literal["fail", "drop"] = "fail"
 
 
 @dataclass(frozen=True)
 class DataConfig:
     interactions: InteractionsInput = field(default_factory=InteractionsInput)
     items: ItemsInput = field(default_factory=ItemsInput)
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    """The lease publish and retention take on the output root, so two runs on one root
+    (a manual rerun beside the scheduled one, two DAG runs) never interleave."""
+
+    # A lease its holder has not renewed for this long is stale and is broken by the next run.
+    expiry_seconds: float = 600.0
+    # A run that finds the lease held: wait up to wait_seconds for it, or fail at once.
+    on_held: Literal["wait", "fail"] = "wait"
+    wait_seconds: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,7 @@ class OutputConfig:
     # Metastore name the published table is registered under after each publish
     # (``[catalog.]database.table``), for consumers that read ``spark.table(name)``.
     table: str | None = None
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
 
 
 @dataclass(frozen=True)
