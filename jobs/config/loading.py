@@ -26,6 +26,7 @@ from wals_roberta.jobs.config.schema import (
     EncoderConfig,
     EvaluateConfig,
     InteractionsInput,
+    LeaseConfig,
     OutputConfig,
     ProjectionConfig,
     RecommendConfig,
@@ -86,6 +87,7 @@ def validate(cfg: Config) -> None:
     """Range and cross-key checks, section by section; raises ConfigError naming the key."""
     _validate_spark(cfg.spark)
     _validate_data_and_output(cfg.data, cfg.output)
+    _validate_lease(cfg.output.lease)
     _validate_tracking(cfg.tracking)
     _validate_wals(cfg.wals, cfg.data.interactions)
     _validate_split(cfg.split, cfg.data.interactions)
@@ -129,6 +131,13 @@ def _validate_data_and_output(data: DataConfig, output: OutputConfig) -> None:
         "unset or a table name [catalog.]database.table of letters, digits and _",
         table,
     )
+
+
+def _validate_lease(lease: LeaseConfig) -> None:
+    for name in ("expiry_seconds", "wait_seconds"):
+        value = getattr(lease, name)
+        ok = 0 < value < float("inf")
+        _require(ok, f"output.lease.{name}", "a finite number of seconds > 0", value)
 
 
 def _validate_tracking(tr: TrackingConfig) -> None:
