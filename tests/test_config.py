@@ -139,3 +139,36 @@ def test_bad_merge_settings_stop_the_cli_with_one_line(override, message, capsys
     assert code == 2
     assert message in err and "\n" not in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "override, read, expected",
+    [
+        # YAML reads these as a mapping or a list; a string key takes the text as typed.
+        ("data.items.text_template={title}", lambda c: c.data.items.text_template, "{title}"),
+        ("data.items.text_template=[{t}]", lambda c: c.data.items.text_template, "[{t}]"),
+        ("data.interactions.options.quote={", lambda c: c.data.interactions.options["quote"], "{"),
+        ("spark.conf.spark.app.tag=[x]", lambda c: c.spark.conf["spark.app.tag"], "[x]"),
+    ],
+)
+def test_set_of_a_string_key_takes_mapping_or_list_text_as_typed(override, read, expected):
+    assert read(load_config(REPO / "conf" / "demo.yaml", [override])) == expected
+
+
+def test_set_of_a_list_key_still_parses_the_list():
+    assert load_config(REPO / "conf" / "demo.yaml", ["evaluate.ks=[5, 10]"]).evaluate.ks == (5, 10)
+    with pytest.raises(ConfigError, match=r"wals.rank: must be an integer"):
+        load_config(REPO / "conf" / "demo.yaml", ["wals.rank={8}"])
+
+
+def test_unquoted_template_in_a_yaml_file_says_to_quote_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data:\n  interactions: {path: x.csv}\n  items: {path: i.csv, text_template: {title}}\n"
+        "output: {root: out}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith("data.items.text_template: must be a string, got a YAML dict")
+    assert "quote it" in message and "\n" not in message

@@ -320,11 +320,17 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
-    _set_path(raw, key.strip(), value)
+    _set_path(raw, key.strip(), value, text=text)
 
 
-def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set a dotted key; a mapping-typed field (spark.conf) takes the rest as one key."""
+def _set_path(raw: dict[str, Any], dotted: str, value: Any, text: str | None = None) -> None:
+    """Set a dotted key; a mapping-typed field (spark.conf) takes the rest as one key.
+
+    ``text`` is the value as typed on the command line: a key whose type is a string takes
+    it as it is when YAML read it as a mapping or a list (``--set
+    data.items.text_template={title}`` is the template ``{title}``, not a mapping)."""
+    if text is not None and isinstance(value, (dict, list)) and _is_text_key(dotted):
+        value = text
     parts = dotted.split(".")
     cls: Any = Config
     node = raw
@@ -348,6 +354,25 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
             raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section")
         node[part] = value
         return
+
+
+def _is_text_key(dotted: str) -> bool:
+    """Whether the dotted key names a string field, or an entry of a map of strings."""
+    cls: Any = Config
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints:
+            return False  # unknown: _set_path names it
+        ftype = hints[part]
+        if dataclasses.is_dataclass(ftype):
+            cls = ftype
+            continue
+        if typing.get_origin(ftype) is abc.Mapping:
+            return i < len(parts) - 1
+        args = [a for a in typing.get_args(ftype) if a is not type(None)]
+        return i == len(parts) - 1 and (ftype is str or args == [str])
+    return False
 
 
 def _unknown_key_message(prefix: str, key: str, fields: Mapping[str, Any]) -> str:
@@ -415,6 +440,12 @@ def _convert(value: Any, ftype: Any, key: str) -> Any:
     if ftype is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+        if isinstance(value, (dict, list)):
+            # YAML reads an unquoted {title} or [x] as a mapping or a list.
+            raise ConfigError(
+                f"{key}: must be a string, got a YAML {type(value).__name__} {value!r}; "
+                f'quote it in the YAML file, e.g. {key.rsplit(".", 1)[-1]}: "{{title}}"'
+            )
         raise ConfigError(f"{key}: must be a string, got {value!r}")
     raise ConfigError(f"{key}: unsupported type {ftype!r}")  # a schema bug, not a user error
 
