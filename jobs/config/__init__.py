@@ -5,6 +5,7 @@
 - ``loading``: ``load_config`` / ``config_from_dict`` / ``replace`` build a ``Config``
   from YAML, a mapping or dotted overrides, and ``validate`` checks ranges and cross-key
   rules; every error names the dotted key and what is allowed.
+- ``sources``: the Spark reader options a data source asks for (``reader_options``).
 
 Import from here; the names below are the package's interface.
 """

@@ -38,6 +38,7 @@ from wals_roberta.jobs.config.schema import (
     ValidationConfig,
     WalsConfig,
 )
+from wals_roberta.jobs.config.sources import validate_reader_options
 from wals_roberta.jobs.runs.errors import ConfigError, first_line
 
 # spark.remote: what SparkSession.builder.remote() takes.
@@ -87,6 +88,7 @@ def validate(cfg: Config) -> None:
     """Range and cross-key checks, section by section; raises ConfigError naming the key."""
     _validate_spark(cfg.spark)
     _validate_data_and_output(cfg.data, cfg.output)
+    validate_reader_options(cfg.data)
     _validate_lease(cfg.output.lease)
     _validate_tracking(cfg.tracking)
     _validate_wals(cfg.wals, cfg.data.interactions)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyspark.errors import AnalysisException
+from pyspark.errors import AnalysisException, IllegalArgumentException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from wals_roberta.jobs.config import InteractionsInput, ItemsInput
+from wals_roberta.jobs.config.sources import reader_options
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.runs import storage
 from wals_roberta.jobs.runs.errors import InputDataError, first_line
@@ -19,11 +21,21 @@ _INTEGER_ID = r"^(0|-?[1-9][0-9]{0,17})$"
 _INTEGRAL_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
 
-def read_source(
-    spark: SparkSession, path: str, fmt: str, key: str, delimiter: str = ","
-) -> DataFrame:
-    """Read Parquet, CSV (header row), Delta or a metastore table. ``key`` names the config
-    section in errors, e.g. ``data.interactions``."""
+# A CSV has a header row and keeps malformed rows (as nulls, then counted) unless the
+# source's options say otherwise.
+_CSV_DEFAULTS = {"header": "true", "mode": "PERMISSIVE", "sep": ","}
+
+
+def read_source(spark: SparkSession, src: InteractionsInput | ItemsInput, key: str) -> DataFrame:
+    """Read the source's Parquet, CSV, Delta or metastore table.
+
+    ``src.options`` go to Spark's reader under Spark's names, for every file format, over
+    the CSV defaults (header row, PERMISSIVE); ``csv_delimiter`` is the alias of
+    ``options.delimiter`` (see :func:`~wals_roberta.jobs.config.sources.reader_options`).
+    ``key`` names the config section in errors, e.g. ``data.interactions``.
+    """
+    asked = reader_options(src, key)
+    path, fmt = src.path, src.format
     if fmt == "table":
         try:
             return spark.table(path)
@@ -34,12 +46,12 @@ def read_source(
         raise InputDataError(f"{key}.path: no such file or directory: {path}")
     if fmt == "auto":
         fmt = _guess_format(spark, location)
-    reader = spark.read.format(fmt)
-    if fmt == "csv":
-        reader = reader.option("header", True).option("sep", delimiter).option("mode", "PERMISSIVE")
+    reader = spark.read.format(fmt).options(
+        **({**_CSV_DEFAULTS, **asked} if fmt == "csv" else asked)
+    )
     try:
         return reader.load(location)
-    except AnalysisException as exc:
+    except (AnalysisException, IllegalArgumentException) as exc:
         first = first_line(exc)[:200]
         raise InputDataError(f"{key}.path: cannot read {path} as {fmt}: {first}") from None
 
@@ -66,10 +78,28 @@ def require_columns(df: DataFrame, wanted: dict[str, str | None], key: str) -> N
     present = set(df.columns)
     for setting, column in wanted.items():
         if column is not None and column not in present:
-            raise InputDataError(
-                f"{key}: column {column!r} (from {key}.{setting}) not found; "
-                f"the input has: {', '.join(df.columns)}"
+            has = (
+                _one_column(df.columns[0], key)
+                if len(df.columns) == 1
+                else f"the input has: {', '.join(df.columns)}"
             )
+            raise InputDataError(
+                f"{key}: column {column!r} (from {key}.{setting}) not found; {has}"
+            )
+
+
+_OTHER_DELIMITERS = (";", "|", "\t")
+
+
+def _one_column(header: str, key: str) -> str:
+    """The input's one column and, when it looks like a CSV header read with the wrong
+    delimiter, the option to set."""
+    shown = f"the input has one column {header[:200]!r}"
+    found = max(_OTHER_DELIMITERS, key=header.count)
+    if found not in header:
+        return shown
+    typed = "\\t" if found == "\t" else found
+    return f'{shown}, which looks {found!r}-delimited: set {key}.options.delimiter="{typed}"'
 
 
 def id_column(df: DataFrame, column: str) -> Column:

@@ -117,7 +117,7 @@ def read_catalog(
         if src.text_template is not None:
             raise ConfigError("data.items.text_template is set but data.items.path is not")
         return None, None, {}
-    raw = read_source(spark, src.path, src.format, "data.items", src.csv_delimiter)
+    raw = read_source(spark, src, "data.items")
     require_columns(raw, {"id_col": src.id_col}, "data.items")
     if src.text_template is not None:
         check_template(src.text_template, raw.columns)
