@@ -19,9 +19,12 @@ from pyspark.sql import functions as F
 from wals_roberta.jobs.config import Config
 from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.inputs import (
-    id_column,
+    id_text,
+    needs_type_check,
+    non_integer_ids,
     read_source,
     require_columns,
+    typed_id,
 )
 from wals_roberta.jobs.runs.errors import ConfigError, InputDataError
 
@@ -29,6 +32,7 @@ TEXT = "text"
 TEXT_HASH = "text_hash"
 MAX_TEXT_CHARS = 10_000
 _CONTROL = r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]"
+_TEXT_FLAGS = ("texts_with_invalid_utf8", "texts_with_control_chars", "texts_truncated")
 
 
 def template_fields(template: str) -> list[str]:
@@ -72,38 +76,63 @@ def text_column(template: str) -> Column:
     return F.when(F.length(cleaned) > 0, F.substring(cleaned, 1, MAX_TEXT_CHARS))
 
 
-def catalog_text(catalog: DataFrame, template: str) -> tuple[DataFrame, dict[str, int]]:
-    """``(item_id, text, text_hash)`` per distinct item id, with counts of what was done.
-
-    ``catalog`` has ``item_id`` plus the template's columns. Duplicate ids keep the
-    greatest text (deterministic) and are counted as merged.
-    """
+def catalog_rows(catalog: DataFrame, template: str | None) -> DataFrame:
+    """One row per catalog row: ``item_id``, the built ``text`` (null without a template)
+    and the flags the text counts sum (replaced bytes, control characters, truncation)."""
+    if template is None:
+        no = F.lit(False)
+        return catalog.select(
+            C.ITEM_ID, F.lit(None).cast("string").alias(TEXT), *[no.alias(f) for f in _TEXT_FLAGS]
+        )
     check_template(template, catalog.columns)
     raw = F.concat(
         *[F.coalesce(F.col(f"`{n}`").cast("string"), F.lit("")) for n in template_fields(template)]
         or [F.lit("")]
     )
-    texts = catalog.select(
+    return catalog.select(
         C.ITEM_ID,
         text_column(template).alias(TEXT),
-        raw.contains("\ufffd").alias("_replaced"),
-        raw.rlike(_CONTROL).alias("_control"),
-        (F.length(raw) > MAX_TEXT_CHARS).alias("_long"),
+        raw.contains("\ufffd").alias("texts_with_invalid_utf8"),
+        raw.rlike(_CONTROL).alias("texts_with_control_chars"),
+        (F.length(raw) > MAX_TEXT_CHARS).alias("texts_truncated"),
     )
-    counts = (
-        texts.agg(
-            F.count(F.when(F.col("_replaced"), 1)).alias("texts_with_invalid_utf8"),
-            F.count(F.when(F.col("_control"), 1)).alias("texts_with_control_chars"),
-            F.count(F.when(F.col("_long"), 1)).alias("texts_truncated"),
-        )
-        .first()
-        .asDict()
+
+
+def per_item(rows: DataFrame) -> DataFrame:
+    """:func:`catalog_rows` grouped by ``item_id`` (null ids are one group): the kept text,
+    the group's rows, its distinct texts (a null text counts as one) and its text flags.
+
+    The kept text is the greatest of the id's texts in Spark's string order (by code
+    point), a null text only when all are null: the same row whatever the input order.
+    """
+    return rows.groupBy(C.ITEM_ID).agg(
+        F.max(TEXT).alias(TEXT),
+        F.count(F.lit(1)).alias("_rows"),
+        (F.countDistinct(TEXT) + F.max(F.col(TEXT).isNull().cast("int"))).alias("_texts"),
+        *[F.count_if(f).alias(f) for f in _TEXT_FLAGS],
     )
-    per_item = texts.groupBy(C.ITEM_ID).agg(F.max(TEXT).alias(TEXT))
-    per_item = per_item.withColumn(
-        TEXT_HASH, F.when(F.col(TEXT).isNotNull(), F.sha2(F.col(TEXT), 256))
-    )
-    return per_item, {k: int(v) for k, v in counts.items()}
+
+
+def catalog_counts(items: DataFrame, *, type_check: bool) -> dict[str, int]:
+    """The row accounting of :func:`per_item` in one aggregation: rows read, ids used,
+    identical duplicates merged, ids with conflicting texts and the rows merged because of
+    them, null ids, the text flags over rows with an id, and (``type_check``) how many ids
+    are not integers."""
+    valid = F.col(C.ITEM_ID).isNotNull()
+    conflicting = valid & (F.col("_texts") > 1)
+    aggs = {
+        "rows_read": F.sum("_rows"),
+        "null_item_id": F.sum(F.when(~valid, F.col("_rows"))),
+        "used": F.count_if(valid),
+        "merged": F.sum(F.when(valid, F.col("_rows") - F.col("_texts"))),
+        "conflicting_ids": F.count_if(conflicting),
+        "conflicting_rows_merged": F.sum(F.when(conflicting, F.col("_texts") - 1)),
+        **{f: F.sum(F.when(valid, F.col(f))) for f in _TEXT_FLAGS},
+    }
+    if type_check:
+        aggs["non_integer_ids"] = non_integer_ids(F.col(C.ITEM_ID))
+    totals = items.agg(*[agg.alias(name) for name, agg in aggs.items()]).first()
+    return {name: int(totals[name] or 0) for name in aggs}
 
 
 def read_catalog(
@@ -111,7 +140,12 @@ def read_catalog(
 ) -> tuple[DataFrame | None, DataFrame | None, dict[str, Any]]:
     """The item metadata table, if configured: its distinct ids, the item text built by
     ``data.items.text_template`` (``(item_id, text, text_hash)``, or None without a
-    template), and its row accounting."""
+    template), and its row accounting: rows read = used + merged (identical rows: same id,
+    same text) + conflicting_rows_merged (an id's rows with other texts than the kept one)
+    + dropped (null ids). Under ``data.items.invalid_rows=fail`` a null id or an id with
+    two texts is an InputDataError; under ``drop`` null ids are dropped and each id keeps
+    its greatest text (:func:`per_item`). Without a template rows are only ids, so every
+    duplicate is an identical merge."""
     src = cfg.data.items
     if src.path is None:
         if src.text_template is not None:
@@ -121,27 +155,71 @@ def read_catalog(
     require_columns(raw, {"id_col": src.id_col}, "data.items")
     if src.text_template is not None:
         check_template(src.text_template, raw.columns)
-    typed = raw.withColumn(C.ITEM_ID, id_column(raw, src.id_col))
-    counts = typed.agg(
-        F.count(F.lit(1)).alias("read"),
-        F.count(C.ITEM_ID).alias("valid"),
-        F.countDistinct(C.ITEM_ID).alias("distinct"),
-    ).first()
-    n_read, n_valid, n_ids = int(counts["read"]), int(counts["valid"]), int(counts["distinct"])
-    report: dict[str, Any] = {
-        "rows_read": n_read,
-        "used": n_ids,
-        "merged": n_valid - n_ids,
-        "dropped": {"null_item_id": n_read - n_valid} if n_read > n_valid else {},
-    }
-    if report["rows_read"] == 0:
+    # Grouped on the id before its type is known (the type maps ids one to one), so that
+    # the type check is part of the one counting pass.
+    rows = catalog_rows(raw.withColumn(C.ITEM_ID, id_text(raw, src.id_col)), src.text_template)
+    items = per_item(rows)
+    counts = catalog_counts(items, type_check=needs_type_check(raw, src.id_col))
+    if counts["rows_read"] == 0:
         raise InputDataError("data.items: the input has no rows (an empty catalog)")
-    catalog = typed.filter(F.col(C.ITEM_ID).isNotNull())
-    texts = None
-    if src.text_template is not None:
-        texts, text_counts = catalog_text(catalog, src.text_template)
-        report["text"] = text_counts
-    return catalog.select(C.ITEM_ID).distinct(), texts, report
+    _check_catalog(rows, items, counts, src.id_col, drop=src.invalid_rows == "drop")
+    report: dict[str, Any] = {
+        "rows_read": counts["rows_read"],
+        "used": counts["used"],
+        "merged": counts["merged"],
+        "conflicting_ids": counts["conflicting_ids"],
+        "conflicting_rows_merged": counts["conflicting_rows_merged"],
+        "dropped": {"null_item_id": counts["null_item_id"]} if counts["null_item_id"] else {},
+    }
+    items = items.filter(F.col(C.ITEM_ID).isNotNull())
+    if "non_integer_ids" in counts:  # a string id column: longs when every id is an integer
+        typed = typed_id(F.col(C.ITEM_ID), all_integer=counts["non_integer_ids"] == 0)
+        items = items.withColumn(C.ITEM_ID, typed)
+    if src.text_template is None:
+        return items.select(C.ITEM_ID), None, report
+    report["text"] = {f: counts[f] for f in _TEXT_FLAGS}
+    texts = items.select(
+        C.ITEM_ID, TEXT, F.when(F.col(TEXT).isNotNull(), F.sha2(F.col(TEXT), 256)).alias(TEXT_HASH)
+    )
+    return items.select(C.ITEM_ID), texts, report
+
+
+def _check_catalog(
+    rows: DataFrame, items: DataFrame, counts: dict[str, int], id_col: str, *, drop: bool
+) -> None:
+    """Null ids and ids with conflicting texts: an InputDataError unless ``drop``."""
+    n_read, n_null = counts["rows_read"], counts["null_item_id"]
+    if n_null and not drop:
+        raise InputDataError(
+            f"data.items: {n_null:,} of {n_read:,} rows have a null or empty item id (column "
+            f"{id_col!r}); fix the input or set data.items.invalid_rows=drop to drop and count them"
+        )
+    if n_null == n_read:
+        raise InputDataError(f"data.items: every one of {n_read:,} rows has a null or empty id")
+    n_conflicting = counts["conflicting_ids"]
+    if n_conflicting and not drop:
+        conflicting = items.filter(F.col(C.ITEM_ID).isNotNull() & (F.col("_texts") > 1))
+        example = conflicting.orderBy(C.ITEM_ID).first()  # the least id: a top-1, no sort
+        texts = (
+            rows.filter(F.col(C.ITEM_ID) == example[C.ITEM_ID])
+            .select(TEXT)
+            .distinct()
+            .orderBy(F.col(TEXT).desc_nulls_last())
+            .limit(2)
+            .collect()
+        )
+        shown = " and ".join(_short(r[TEXT]) for r in texts)
+        raise InputDataError(
+            f"data.items: {n_conflicting:,} item ids appear with different texts (e.g. id "
+            f"{example[C.ITEM_ID]!r}: {shown}); fix the input or set data.items.invalid_rows=drop "
+            "to keep one row per id (its greatest text)"
+        )
+
+
+def _short(text: str | None, limit: int = 80) -> str:
+    if text is None:
+        return "no text"
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 def same_id_type(a: DataFrame, b: DataFrame) -> tuple[DataFrame, DataFrame]:
