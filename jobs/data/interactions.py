@@ -30,6 +30,28 @@ from wals_roberta.jobs.data.inputs import (
 SECONDS_PER_DAY = 86_400.0
 
 
+# The configured columns under plain names: an input's column name is taken as it is
+# ("play.count" is one column, not a field of a struct "play"; spaces and backticks too).
+_RAW = {
+    "user_col": "_raw_user",
+    "item_col": "_raw_item",
+    "strength_col": "_raw_strength_value",
+    "timestamp_col": "_raw_timestamp",
+}
+
+
+def configured_columns(raw: DataFrame, **columns: str | None) -> DataFrame:
+    """The input's configured columns (``user_col=...``; None: not configured) renamed to
+    ``_RAW``'s plain names, so no later expression parses a column name."""
+    return raw.select(
+        *[
+            F.col("`" + name.replace("`", "``") + "`").alias(_RAW[setting])
+            for setting, name in columns.items()
+            if name is not None
+        ]
+    )
+
+
 def standardize_interactions(
     raw: DataFrame,
     *,
@@ -120,28 +142,21 @@ def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, Chec
     ``(raw, checked, merged)``; ``merged`` and a CSV ``raw`` are persisted (unpersist when
     done), ``checked`` carries the read and dropped counts."""
     src = cfg.data.interactions
-    raw = read_source(spark, src, "data.interactions")
+    raw = read_source(spark, src.path, src.format, "data.interactions", src.csv_delimiter)
     # The checks and the merge read the input twice: a CSV file is parsed once into the
     # cache; a columnar source is scanned twice, cheaper than building a cache of it.
     if is_text_file(src.path, src.format):
         raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
-    require_columns(
-        raw,
-        {
-            "user_col": src.user_col,
-            "item_col": src.item_col,
-            "strength_col": src.strength_col,
-            "timestamp_col": src.timestamp_col,
-        },
-        "data.interactions",
-    )
-    std = standardize_interactions(
-        raw,
-        user_col=src.user_col,
-        item_col=src.item_col,
-        strength_col=src.strength_col,
-        timestamp_col=src.timestamp_col,
-    )
+    wanted = {
+        "user_col": src.user_col,
+        "item_col": src.item_col,
+        "strength_col": src.strength_col,
+        "timestamp_col": src.timestamp_col,
+    }
+    require_columns(raw, wanted, "data.interactions")
+    named = configured_columns(raw, **wanted)
+    plain = {setting: _RAW[setting] if wanted[setting] is not None else None for setting in wanted}
+    std = standardize_interactions(named, **plain)
     reasons, describe = interaction_checks(std, src.strength_col, src.timestamp_col)
     # The ids' types and the row checks in one pass over the input: an id is null under
     # either type, so the checks do not depend on it.
@@ -151,7 +166,7 @@ def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, Chec
         describe,
         "data.interactions",
         drop=src.invalid_rows == "drop",
-        extra=id_type_checks(raw, user_col=src.user_col, item_col=src.item_col),
+        extra=id_type_checks(named, user_col=plain["user_col"], item_col=plain["item_col"]),
     )
     events = type_ids(checked.rows.drop("_raw_strength"), checked.extra)
     if cfg.wals.confidence == "time_decay":
