@@ -22,3 +22,7 @@ class InputDataError(WalsRobertaError):
 
 class RunStateError(WalsRobertaError):
     """A stage needs a table that an earlier stage has not written for this run."""
+
+
+class LeaseHeldError(RunStateError):
+    """Another run holds the output root's lease (it publishes or prunes there now)."""

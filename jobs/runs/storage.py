@@ -116,6 +116,57 @@ class HadoopFiles:
         fs, jpath = self._fs(path)
         return str(fs.makeQualified(jpath).toString()).rstrip("/")
 
+    # --- the lease primitives (runs.lease): create-if-absent, replace in place, mtime ---
+
+    def _local_path(self, fs: Any, jpath: Any) -> str | None:
+        """The driver-local path of ``jpath`` when its file system is the local disk."""
+        if str(fs.getScheme()) != "file":
+            return None
+        return str(fs.makeQualified(jpath).toUri().getPath())
+
+    def create_exclusive(self, path: str, text: str) -> bool:
+        """Create ``path`` holding ``text`` unless it exists; False when it did. Atomic on
+        HDFS (the NameNode refuses a second create) and on local disks (``O_EXCL``, since
+        Hadoop's local create checks then opens); on S3A a check then a PUT, not atomic."""
+        fs, jpath = self._fs(path)
+        local = self._local_path(fs, jpath)
+        if local is not None:
+            return ClientFiles().create_exclusive(local, text)
+        from py4j.protocol import Py4JJavaError
+
+        try:
+            out = fs.create(jpath, False)
+        except Py4JJavaError:
+            if fs.exists(jpath):  # FileAlreadyExists, or another client creating it now
+                return False
+            raise
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        return True
+
+    def replace_text(self, path: str, text: str) -> None:
+        """Overwrite a small file so that it never stops existing (unlike
+        :meth:`write_text`'s delete and rename); a reader may see it empty while written."""
+        fs, jpath = self._fs(path)
+        local = self._local_path(fs, jpath)
+        if local is not None:
+            ClientFiles().replace_text(local, text)
+            return
+        out = fs.create(jpath, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+
+    def modified(self, path: str) -> float | None:
+        """Modification time (seconds since the epoch), None when ``path`` is absent."""
+        fs, jpath = self._fs(path)
+        if not fs.exists(jpath):
+            return None
+        return int(fs.getFileStatus(jpath).getModificationTime()) / 1000.0
+
 
 class ClientFiles:
     """The file systems this process reaches itself (Spark Connect sessions): local paths
@@ -243,6 +294,44 @@ class ClientFiles:
             return "file:" + os.path.abspath(local).rstrip("/")
         return path.rstrip("/")
 
+    # --- the lease primitives (runs.lease): create-if-absent, replace in place, mtime ---
+
+    def create_exclusive(self, path: str, text: str) -> bool:
+        """Create ``path`` holding ``text`` unless it exists; False when it did. Local paths:
+        ``O_CREAT | O_EXCL``, atomic (a reader may see the file empty until written);
+        ``fsspec``: best effort, a check then one upload."""
+        local = self._local(path)
+        if local is not None:
+            os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+            try:
+                fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return True
+        fs, p = self._remote(path)
+        if fs.exists(p):
+            return False
+        with fs.open(p, "w", encoding="utf-8") as f:
+            f.write(text)
+        return True
+
+    def replace_text(self, path: str, text: str) -> None:
+        """Overwrite a small file so that it never stops existing (local: written beside and
+        renamed over it; object stores: one upload)."""
+        self.write_text(path, text)
+
+    def modified(self, path: str) -> float | None:
+        """Modification time (seconds since the epoch), None when ``path`` is absent."""
+        local = self._local(path)
+        if local is not None:
+            return os.path.getmtime(local) if os.path.exists(local) else None
+        fs, p = self._remote(path)
+        if not fs.exists(p):
+            return None
+        return float(fs.modified(p).timestamp())
+
 
 def files(spark: SparkSession) -> HadoopFiles | ClientFiles:
     """The file-system backend for ``spark``'s kind of session."""
@@ -294,3 +383,19 @@ def rename(spark: SparkSession, src: str, dst: str) -> None:
 def qualified(spark: SparkSession, path: str) -> str:
     """``path`` with scheme and authority, so ``/x`` and ``file:/x`` compare equal."""
     return files(spark).qualified(path)
+
+
+def create_exclusive(spark: SparkSession, path: str, text: str) -> bool:
+    """Create the small file ``path`` unless it exists (True when this call created it);
+    atomic on HDFS and local paths, best effort on object stores (see each backend)."""
+    return files(spark).create_exclusive(path, text)
+
+
+def replace_text(spark: SparkSession, path: str, text: str) -> None:
+    """Overwrite the small file ``path`` without a moment where it is absent."""
+    files(spark).replace_text(path, text)
+
+
+def modified(spark: SparkSession, path: str) -> float | None:
+    """Modification time of ``path`` in seconds since the epoch; None when absent."""
+    return files(spark).modified(path)
