@@ -129,7 +129,8 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
     run_ = tables.open_run(spark, cfg, run_id, create=True)
     if run_.run_id == base.run_id:
         raise ConfigError(f"--run-id: the refresh must write a new run, not {base.run_id}")
-    with tables.stage(spark, run_, "refresh", cfg) as report:
+    # The base is read throughout: retention keeps it while this stage's heartbeat is fresh.
+    with tables.stage(spark, run_, "refresh", cfg, reads=(base.run_id,)) as report:
         report["base_run"] = base.run_id
         r = Refresh(spark, cfg, base, run_, report)
         ids_and_interactions(r)

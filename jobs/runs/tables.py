@@ -22,7 +22,8 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from wals_roberta.jobs.config import Config
-from wals_roberta.jobs.runs import storage
+from wals_roberta.jobs.config.schema import LeaseConfig
+from wals_roberta.jobs.runs import lease, storage
 from wals_roberta.jobs.runs.errors import ConfigError, RunStateError, first_line
 from wals_roberta.jobs.runs.session import JobCounter, is_connect, small
 
@@ -258,13 +259,24 @@ def versions() -> dict[str, str]:
 
 
 @contextmanager
-def stage(spark: SparkSession, run: Run, name: str, cfg: Config) -> Iterator[dict[str, Any]]:
+def stage(
+    spark: SparkSession, run: Run, name: str, cfg: Config, reads: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
     """Time a stage, print its start and finish lines, record it in the manifest.
 
     The body fills the yielded dict (``rows``: table -> row count, anything else useful).
     ``spark_jobs`` is the number of Spark jobs the stage ran (None on Spark Connect, see
-    :class:`~runs.session.JobCounter`).
+    :class:`~runs.session.JobCounter`). While it runs, the run's heartbeat is kept fresh
+    (:func:`runs.lease.heartbeat`), so retention leaves the run, and the runs it ``reads``,
+    alone.
     """
+    with lease.heartbeat(spark, run.dir, name, cfg.output.lease.expiry_seconds, reads):
+        with _timed_stage(spark, run, name, cfg) as report:
+            yield report
+
+
+@contextmanager
+def _timed_stage(spark: SparkSession, run: Run, name: str, cfg: Config) -> Iterator[dict[str, Any]]:
     started = time.time()
     print(f"[{name}] start  run={run.run_id}", file=sys.stderr, flush=True)
     report: dict[str, Any] = {"rows": {}}
@@ -405,13 +417,27 @@ def recover_published(spark: SparkSession, root: str, published_name: str) -> st
 
 
 def prune_runs(
-    spark: SparkSession, root: str, keep: int, protect: str, fmt: str = "parquet"
+    spark: SparkSession,
+    root: str,
+    keep: int,
+    protect: str,
+    fmt: str = "parquet",
+    expiry_seconds: float = LeaseConfig.expiry_seconds,
 ) -> list[str]:
     """Delete all but the ``keep`` newest run directories (by name, i.e. start time for
-    generated ids), never ``protect`` (the run just published) nor a run whose tables a
-    kept run's layers read. Returns the deleted ids."""
+    generated ids), never ``protect`` (the run just published), a run still being written
+    (its heartbeat renewed within ``expiry_seconds``, :func:`runs.lease.being_written`),
+    the runs such a run reads, nor a run whose tables a kept run's layers read. Returns
+    the deleted ids. Run it under the output root's lease (:func:`runs.lease.hold`)."""
     runs = storage.list_names(spark, storage.join(root, "runs"))
     kept = {protect, *runs[max(len(runs) - keep, 0) :]}
+    now = time.time()
+    for run_id in runs[: max(len(runs) - keep, 0)]:
+        writing, reads = lease.being_written(
+            spark, storage.join(root, "runs", run_id), expiry_seconds, now
+        )
+        if writing:
+            kept |= {run_id, *reads}
     needed = set().union(*(base_runs(spark, Run(root, r, fmt)) for r in kept if r in runs))
     doomed = [r for r in runs[: max(len(runs) - keep, 0)] if r not in kept | needed]
     for run_id in doomed:
