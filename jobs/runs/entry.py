@@ -41,6 +41,7 @@ def run_command(stage: str, function: Callable[..., Any], args: argparse.Namespa
     run_id=...)``; 0, or 2 with the error's one line on stderr."""
     from wals_roberta.jobs.config import load_config
 
+    cfg = None
     try:
         cfg = load_config(args.config, args.overrides)
         from pyspark.sql import SparkSession
@@ -49,16 +50,62 @@ def run_command(stage: str, function: Callable[..., Any], args: argparse.Namespa
 
         owns_session = SparkSession.getActiveSession() is None
         spark = build_session(cfg)
+        if owns_session:
+            quiet_task_failure_logs(spark)
         try:
             result = function(spark, cfg, run_id=args.run_id)
         finally:
             if owns_session:
                 spark.stop()
     except WalsRobertaError as exc:
-        print(f"wals-roberta {stage}: error: {exc}", file=sys.stderr)
+        print(f"wals-roberta {stage}: error: {_with_key(exc, cfg)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # A storage failure no stage step named (a Spark write deep in a stage) is still
+        # one line; anything else is a defect and keeps its trace.
+        from wals_roberta.jobs.runs.storage_faults import unnamed_storage_error
+
+        named = unnamed_storage_error(cfg, exc) if cfg is not None else None
+        if named is None:
+            raise
+        print(f"wals-roberta {stage}: error: {named}", file=sys.stderr)
         return 2
     print_where(stage, result)
     return 0
+
+
+# Spark logs every failed task with its Java stack trace on the driver's console, once per
+# logger; the command's own last line names the cause, and the traces stay in the Spark UI,
+# the event log and the executors' logs.
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
+    "org.apache.spark.util.Utils",
+)
+
+
+def quiet_task_failure_logs(spark: Any) -> None:
+    """Turn off the console loggers that repeat a failed task's stack trace (classic
+    sessions started by the command; a Spark Connect server logs on its own side)."""
+    from wals_roberta.jobs.runs.session import is_connect
+
+    if is_connect(spark):
+        return
+    jvm = spark.sparkContext._jvm
+    off = jvm.org.apache.logging.log4j.Level.OFF
+    for name in TASK_FAILURE_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, off)
+
+
+def _with_key(exc: WalsRobertaError, cfg: Any) -> WalsRobertaError:
+    """A storage error with the config key its path came from (``output.root``, ...)."""
+    from wals_roberta.jobs.runs.errors import StorageError
+    from wals_roberta.jobs.runs.storage_faults import config_key
+
+    if isinstance(exc, StorageError) and exc.key is None and cfg is not None:
+        exc.key = config_key(cfg, exc.path)
+    return exc
 
 
 def stage_main(stage: str, function: Callable[..., Any], argv: list[str] | None) -> int:

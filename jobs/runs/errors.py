@@ -26,3 +26,16 @@ class RunStateError(WalsRobertaError):
 
 class LeaseHeldError(RunStateError):
     """Another run holds the output root's lease (it publishes or prunes there now)."""
+
+
+class StorageError(WalsRobertaError):
+    """A path cannot be created, written or read: what was done, the cause in words, and
+    the config key the path came from once it is known (the command line fills it in)."""
+
+    def __init__(self, path: str, action: str, cause: str, key: str | None = None) -> None:
+        super().__init__(path, action, cause)
+        self.path, self.action, self.cause, self.key = path, action, cause, key
+
+    def __str__(self) -> str:
+        prefix = f"{self.key}: " if self.key else ""
+        return f"{prefix}cannot {self.action} {self.path}: {self.cause}"

@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 
 from wals_roberta.jobs.runs.errors import ConfigError
 from wals_roberta.jobs.runs.session import is_connect
+from wals_roberta.jobs.runs.storage_faults import guarded
 
 
 def normalize(path: str) -> str:
@@ -115,6 +116,11 @@ class HadoopFiles:
     def qualified(self, path: str) -> str:
         fs, jpath = self._fs(path)
         return str(fs.makeQualified(jpath).toString()).rstrip("/")
+
+    def make_dirs(self, path: str) -> bool:
+        """Create the directory and its parents; False when the file system refuses."""
+        fs, jpath = self._fs(path)
+        return bool(fs.mkdirs(jpath))
 
     # --- the lease primitives (runs.lease): create-if-absent, replace in place, mtime ---
 
@@ -294,6 +300,16 @@ class ClientFiles:
             return "file:" + os.path.abspath(local).rstrip("/")
         return path.rstrip("/")
 
+    def make_dirs(self, path: str) -> bool:
+        """Create the directory and its parents (raises OSError with the cause)."""
+        local = self._local(path)
+        if local is not None:
+            os.makedirs(local, exist_ok=True)
+            return True
+        fs, p = self._remote(path)
+        fs.makedirs(p, exist_ok=True)
+        return True
+
     # --- the lease primitives (runs.lease): create-if-absent, replace in place, mtime ---
 
     def create_exclusive(self, path: str, text: str) -> bool:
@@ -339,63 +355,76 @@ def files(spark: SparkSession) -> HadoopFiles | ClientFiles:
 
 
 def exists(spark: SparkSession, path: str) -> bool:
-    return files(spark).exists(path)
+    with guarded(path, "read"):
+        return files(spark).exists(path)
 
 
 def is_dir(spark: SparkSession, path: str) -> bool:
-    return files(spark).is_dir(path)
+    with guarded(path, "read"):
+        return files(spark).is_dir(path)
 
 
 def list_names(spark: SparkSession, path: str) -> list[str]:
     """Names of the entries directly under ``path`` (empty when it does not exist)."""
-    return files(spark).list_names(path)
+    with guarded(path, "list"):
+        return files(spark).list_names(path)
 
 
 def read_text(spark: SparkSession, path: str) -> str:
-    return files(spark).read_text(path)
+    with guarded(path, "read"):
+        return files(spark).read_text(path)
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     """Write a small text file: written beside, then renamed over the old one (on object
     stores, one upload)."""
-    files(spark).write_text(path, text)
+    with guarded(path, "write"):
+        files(spark).write_text(path, text)
 
 
 def delete(spark: SparkSession, path: str) -> None:
-    files(spark).delete(path)
+    with guarded(path, "delete"):
+        files(spark).delete(path)
 
 
 def size(spark: SparkSession, path: str) -> int:
     """Bytes under ``path`` (all files, recursively)."""
-    return files(spark).size(path)
+    with guarded(path, "read"):
+        return files(spark).size(path)
 
 
 def copy(spark: SparkSession, src: str, dst: str) -> None:
     """Copy the file or directory ``src`` to ``dst`` byte for byte (the bytes pass through
     the driver, or this process on Spark Connect)."""
-    files(spark).copy(src, dst)
+    with guarded(dst, "copy to"):
+        files(spark).copy(src, dst)
 
 
 def rename(spark: SparkSession, src: str, dst: str) -> None:
-    files(spark).rename(src, dst)
+    with guarded(dst, "rename to"):
+        files(spark).rename(src, dst)
 
 
 def qualified(spark: SparkSession, path: str) -> str:
     """``path`` with scheme and authority, so ``/x`` and ``file:/x`` compare equal."""
-    return files(spark).qualified(path)
+    with guarded(path, "read"):
+        return files(spark).qualified(path)
 
 
 def create_exclusive(spark: SparkSession, path: str, text: str) -> bool:
     """Create the small file ``path`` unless it exists (True when this call created it);
     atomic on HDFS and local paths, best effort on object stores (see each backend)."""
-    return files(spark).create_exclusive(path, text)
+    with guarded(path, "write"):
+        return files(spark).create_exclusive(path, text)
 
 
 def replace_text(spark: SparkSession, path: str, text: str) -> None:
     """Overwrite the small file ``path`` without a moment where it is absent."""
-    files(spark).replace_text(path, text)
+    with guarded(path, "write"):
+        files(spark).replace_text(path, text)
 
 
 def modified(spark: SparkSession, path: str) -> float | None:
     """Modification time of ``path`` in seconds since the epoch; None when absent."""
-    return files(spark).modified(path)
+    with guarded(path, "read"):
+        return files(spark).modified(path)

@@ -26,6 +26,7 @@ from wals_roberta.jobs.config.schema import LeaseConfig
 from wals_roberta.jobs.runs import lease, storage
 from wals_roberta.jobs.runs.errors import ConfigError, RunStateError, first_line
 from wals_roberta.jobs.runs.session import JobCounter, is_connect, small
+from wals_roberta.jobs.runs.storage_faults import check_writable, guarded
 
 MANIFEST = "manifest.json"
 # A published table up to this size is copied file by file through the driver (10^7 list
@@ -93,6 +94,7 @@ def open_run(spark: SparkSession, cfg: Config, run_id: str | None, create: bool)
             run_id = runs[-1]
     if "/" in run_id or run_id.startswith("."):
         raise ConfigError(f"--run-id: must be a plain name without '/', got {run_id!r}")
+    check_writable(spark, root)  # before any work, not at the first write an hour in
     return Run(root=root, run_id=run_id, fmt=cfg.output.format)
 
 
@@ -113,13 +115,14 @@ def write_counted(
     """
     path = run.path(name)
     aggs = [F.count(F.lit(1)).alias("rows"), *(agg.alias(k) for k, agg in counts.items())]
-    if is_connect(spark):
-        df.write.format(run.fmt).mode("overwrite").save(path)
-        observed = spark.read.format(run.fmt).load(path).agg(*aggs).first().asDict()
-    else:
-        observation = Observation(f"written-{name}-{uuid.uuid4().hex[:8]}")
-        df.observe(observation, *aggs).write.format(run.fmt).mode("overwrite").save(path)
-        observed = observation.get
+    with guarded(path, "write"):
+        if is_connect(spark):
+            df.write.format(run.fmt).mode("overwrite").save(path)
+            observed = spark.read.format(run.fmt).load(path).agg(*aggs).first().asDict()
+        else:
+            observation = Observation(f"written-{name}-{uuid.uuid4().hex[:8]}")
+            df.observe(observation, *aggs).write.format(run.fmt).mode("overwrite").save(path)
+            observed = observation.get
     return {key: int(value or 0) for key, value in observed.items()}
 
 
@@ -347,21 +350,41 @@ def publish(spark: SparkSession, run: Run, table: str, published_name: str) -> s
     previous = storage.join(run.root, f".{published_name}.previous-{run.run_id}")
     storage.delete(spark, staging)
     data = read_table(spark, run, table)  # raises when missing, naming its stage
-    if (
-        read_layer(spark, run, table) is None
-        and storage.size(spark, run.path(table)) <= COPY_FILES_BYTES
-    ):
-        storage.copy(spark, run.path(table), staging)
-    else:
-        data.write.format(run.fmt).mode("overwrite").save(staging)
-    if not storage.exists(spark, storage.join(staging, "_SUCCESS")):
-        raise RunStateError(f"the staged copy {staging} has no _SUCCESS marker; not published")
+    try:
+        if (
+            read_layer(spark, run, table) is None
+            and storage.size(spark, run.path(table)) <= COPY_FILES_BYTES
+        ):
+            storage.copy(spark, run.path(table), staging)
+        else:
+            with guarded(staging, "write"):
+                data.write.format(run.fmt).mode("overwrite").save(staging)
+        if not storage.exists(spark, storage.join(staging, "_SUCCESS")):
+            raise RunStateError(f"the staged copy {staging} has no _SUCCESS marker; not published")
+    except BaseException:
+        _quietly(storage.delete, spark, staging)  # e.g. frees a full disk; target untouched
+        raise
     if storage.exists(spark, target):
         storage.delete(spark, previous)
         storage.rename(spark, target, previous)
-    storage.rename(spark, staging, target)
+    try:
+        storage.rename(spark, staging, target)
+    except BaseException:
+        # Put the previous table back now rather than at the next run's recovery.
+        if not storage.exists(spark, target) and storage.exists(spark, previous):
+            _quietly(storage.rename, spark, previous, target)
+        _quietly(storage.delete, spark, staging)
+        raise
     storage.delete(spark, previous)
     return target
+
+
+def _quietly(operation: Any, *args: Any) -> None:
+    """A clean-up step after a failure: its own failure must not hide the first one."""
+    try:
+        operation(*args)
+    except Exception as exc:  # noqa: BLE001 - reported, the original error follows
+        print(f"[publish] clean-up {operation.__name__} failed: {exc}", file=sys.stderr)
 
 
 def register_table(spark: SparkSession, name: str, run: Run, table: str) -> None:
