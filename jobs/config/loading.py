@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from wals_roberta.jobs.config.overrides import apply_override, set_path, unknown_key_message
 from wals_roberta.jobs.config.schema import (
     TABLE_NAME,
     Config,
@@ -63,7 +64,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not isinstance(raw, dict):
             raise ConfigError(f"--config {file}: the top level must be a mapping of sections")
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     cfg = _build(Config, raw, "")
     validate(cfg)
     return cfg
@@ -80,7 +81,7 @@ def replace(cfg: Config, **dotted: Any) -> Config:
     """A copy of ``cfg`` with dotted keys changed, e.g. ``replace(cfg, **{"wals.rank": 8})``."""
     raw = cfg.to_dict()
     for key, value in dotted.items():
-        _set_path(raw, key, value)
+        set_path(raw, key, value)
     return config_from_dict(raw)
 
 
@@ -314,74 +315,6 @@ def _require(ok: bool, key: str, allowed: str, value: Any = dataclasses.MISSING)
         raise ConfigError(f"{key}: must be {allowed}{got}")
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set wals.rank=128")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    _set_path(raw, key.strip(), value, text=text)
-
-
-def _set_path(raw: dict[str, Any], dotted: str, value: Any, text: str | None = None) -> None:
-    """Set a dotted key; a mapping-typed field (spark.conf) takes the rest as one key.
-
-    ``text`` is the value as typed on the command line: a key whose type is a string takes
-    it as it is when YAML read it as a mapping or a list (``--set
-    data.items.text_template={title}`` is the template ``{title}``, not a mapping)."""
-    if text is not None and isinstance(value, (dict, list)) and _is_text_key(dotted):
-        value = text
-    parts = dotted.split(".")
-    cls: Any = Config
-    node = raw
-    for i, part in enumerate(parts):
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields:
-            prefix = ".".join(parts[:i])
-            raise ConfigError(_unknown_key_message(prefix, part, fields))
-        ftype = typing.get_type_hints(cls)[part]
-        last = i == len(parts) - 1
-        if dataclasses.is_dataclass(ftype) and not last:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{'.'.join(parts[: i + 1])}: must be a mapping")
-            cls = ftype
-            continue
-        if typing.get_origin(ftype) is abc.Mapping and not last:
-            node.setdefault(part, {})[".".join(parts[i + 1 :])] = value
-            return
-        if not last:
-            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section")
-        node[part] = value
-        return
-
-
-def _is_text_key(dotted: str) -> bool:
-    """Whether the dotted key names a string field, or an entry of a map of strings."""
-    cls: Any = Config
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-        if part not in hints:
-            return False  # unknown: _set_path names it
-        ftype = hints[part]
-        if dataclasses.is_dataclass(ftype):
-            cls = ftype
-            continue
-        if typing.get_origin(ftype) is abc.Mapping:
-            return i < len(parts) - 1
-        args = [a for a in typing.get_args(ftype) if a is not type(None)]
-        return i == len(parts) - 1 and (ftype is str or args == [str])
-    return False
-
-
-def _unknown_key_message(prefix: str, key: str, fields: Mapping[str, Any]) -> str:
-    full = f"{prefix}.{key}" if prefix else key
-    return f"unknown config key {full!r}; allowed here: {', '.join(sorted(fields))}"
-
-
 def _build(cls: Any, raw: Any, prefix: str) -> Any:
     if raw is None:
         raw = {}
@@ -391,7 +324,7 @@ def _build(cls: Any, raw: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            raise ConfigError(_unknown_key_message(prefix, str(key), fields))
+            raise ConfigError(unknown_key_message(prefix, str(key), fields))
     kwargs = {}
     for name in fields:
         if name not in raw:
