@@ -26,6 +26,7 @@ from wals_roberta.jobs.config.schema import (
     DataConfig,
     EncoderConfig,
     EvaluateConfig,
+    FinetuneConfig,
     InteractionsInput,
     LeaseConfig,
     OutputConfig,
@@ -96,6 +97,7 @@ def validate(cfg: Config) -> None:
     _validate_split(cfg.split, cfg.data.interactions)
     _validate_recommend(cfg.recommend)
     _validate_encoder(cfg.encoder)
+    _validate_finetune(cfg.encoder.finetune)
     _validate_projection(cfg.projection)
     _validate_validation(cfg.validation)
     _validate_refresh(cfg.refresh)
@@ -228,6 +230,23 @@ def _validate_encoder(e: EncoderConfig) -> None:
         "auto (the task's GPU when Spark schedules GPUs, else CPU), cpu or cuda[:N]",
         e.device,
     )
+
+
+def _validate_finetune(f: FinetuneConfig) -> None:
+    key = "encoder.finetune"
+    _require(0 < f.learning_rate < 1, f"{key}.learning_rate", "a number in (0, 1)", f.learning_rate)
+    _require(0 < f.head_learning_rate < 1, f"{key}.head_learning_rate", "in (0, 1)")
+    for name in ("batch_size", "epochs", "num_processes", "max_pairs_per_epoch"):
+        _require(getattr(f, name) > 0, f"{key}.{name}", "an integer > 0", getattr(f, name))
+    _require(f.batch_size > 1, f"{key}.batch_size", "an integer > 1 (in-batch negatives)")
+    _require(f.patience >= 0, f"{key}.patience", "an integer >= 0", f.patience)
+    _require(f.lora_rank >= 0, f"{key}.lora_rank", "an integer >= 0 (0: no adapters)")
+    freeze = f.freeze_layers
+    _require(freeze is None or freeze >= 0, f"{key}.freeze_layers", "unset or >= 0", freeze)
+    _require(f.l2sp >= 0, f"{key}.l2sp", "a number >= 0 (0: off)", f.l2sp)
+    _require(f.temperature > 0, f"{key}.temperature", "a number > 0", f.temperature)
+    _require(0 < f.validation_fraction < 1, f"{key}.validation_fraction", "in (0, 1)")
+    _require(f.min_gain >= 0, f"{key}.min_gain", "a number >= 0", f.min_gain)
 
 
 def _validate_projection(pr: ProjectionConfig) -> None:

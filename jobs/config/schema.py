@@ -150,6 +150,42 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Optional stage ``finetune`` (between ``train`` and ``embed``): the encoder trained toward
+    the WALS space with TorchDistributor, kept per ``enabled`` (see jobs/finetune.py)."""
+
+    # false: the stage is skipped; true: its encoder is used; auto: used only when it beats
+    # the frozen encoder on the stage's pseudo-cold validation by min_gain (relative).
+    enabled: Literal[False, True, "auto"] = False
+    # ranking: WALS user vectors fixed, each user's warm items against in-batch negatives
+    # through a projection head; regression: the head regresses the item factors (MSE).
+    objective: Literal["ranking", "regression"] = "ranking"
+    learning_rate: float = 3e-5
+    head_learning_rate: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 3
+    # Epochs without a better validation figure before stopping (the best epoch is kept).
+    patience: int = 1
+    # LoRA adapters of this rank on the attention projections (peft); 0: no adapters, the
+    # unfrozen layers train in full.
+    lora_rank: int = 8
+    # Lower transformer layers (and the embeddings) kept frozen; unset: the lower half.
+    freeze_layers: int | None = None
+    # L2-SP: penalty weight on the distance of trained weights from the starting ones.
+    l2sp: float = 0.01
+    # Softmax temperature of the ranking objective (scores are cosine similarities).
+    temperature: float = 0.05
+    # Training pairs per epoch across all processes (a seeded sample when there are more).
+    max_pairs_per_epoch: int = 100_000
+    # Share of warm items held out of fine-tuning and scored as pseudo-cold.
+    validation_fraction: float = 0.1
+    min_gain: float = 0.01
+    # TorchDistributor processes: one per GPU on a GPU cluster, else CPU workers.
+    num_processes: int = 2
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class EncoderConfig:
     """Text encoder: a hub id (from the local cache), a local directory, or
     ``package:<module>`` for a Python package that ships weights (the demo's MiniLM)."""
@@ -162,6 +198,7 @@ class EncoderConfig:
     device: str = "auto"
     arrow_batch_size: int = 1024
     cache_dir: str | None = None
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass(frozen=True)
