@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from wals_roberta.jobs.config import Config
@@ -28,6 +28,7 @@ from wals_roberta.jobs.data.item_text import (
 from wals_roberta.jobs.data.splitting import split_interactions
 from wals_roberta.jobs.runs import tables
 from wals_roberta.jobs.runs.entry import stage_main
+from wals_roberta.jobs.runs.errors import InputDataError
 
 
 def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
             cold_item_fraction=split.cold_item_fraction,
             heldout_user_fraction=split.heldout_user_fraction,
         )
-        n_pairs, by_split = write_interactions(spark, run_, interactions)
+        n_pairs, by_split = write_interactions(spark, run_, interactions, cfg.wals.confidence)
         report["rows"]["interactions"] = n_pairs
         merged.unpersist()
         raw.unpersist()
@@ -91,18 +92,42 @@ def run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str
 
 
 def write_interactions(
-    spark: SparkSession, run: tables.Run, interactions: DataFrame
+    spark: SparkSession, run: tables.Run, interactions: DataFrame, form: str
 ) -> tuple[int, dict[str, int]]:
     """Write the ``interactions`` table; returns its rows (one per distinct (user, item)
     pair: the joins with the indexes keep every merged row) and the rows per split, counted
-    as they are written."""
+    as they are written. Fails when a pair's strength or its ``form`` rating overflowed."""
     per_split = {s: F.count_if(F.col(C.SPLIT) == s) for s in (C.TRAIN, C.TEST, C.FOLD_IN)}
-    written = tables.write_counted(spark, run, "interactions", interactions, **per_split)
+    # A finite strength can overflow when a pair's events are summed (1e308 twice) or when
+    # its rating is taken (a float, overflowing above about 3.4e38): ALS cannot use that.
+    overflow = {f"_overflow_{c}": F.count_if(~_finite(F.col(c))) for c in (C.STRENGTH, C.RATING)}
+    written = tables.write_counted(
+        spark, run, "interactions", interactions, **per_split, **overflow
+    )
+    _check_overflow({c: written.pop(f"_overflow_{c}") for c in (C.STRENGTH, C.RATING)}, form)
     rows = written.pop("rows")
     by_split = {s: n for s, n in written.items() if n}
     if sum(by_split.values()) != rows:  # a split value this module does not know: a bug
         raise AssertionError(f"split counts {by_split} do not add up to {rows:,} rows")
     return rows, by_split
+
+
+def _finite(col: Column) -> Column:
+    return col.isNotNull() & ~F.isnan(col) & ~col.isin(float("inf"), float("-inf"))
+
+
+def _check_overflow(counts: dict[str, int], form: str) -> None:
+    if counts[C.STRENGTH]:
+        raise InputDataError(
+            f"data.interactions: {counts[C.STRENGTH]:,} (user, item) pairs have a summed "
+            "strength beyond the largest double; scale the strength column down"
+        )
+    if counts[C.RATING]:
+        raise InputDataError(
+            f"data.interactions: {counts[C.RATING]:,} (user, item) pairs have a strength whose "
+            f"wals.confidence={form} rating overflows a float (above about 3.4e38); scale the "
+            "strength column down" + (" or use wals.confidence=log" if form != "log" else "")
+        )
 
 
 def _check_accounting(counts: dict[str, Any]) -> None:

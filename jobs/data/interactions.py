@@ -102,7 +102,8 @@ def weight_by_time_decay(events: DataFrame, *, half_life_days: float) -> DataFra
     """Multiply each event's strength by 0.5^(age / half-life), age measured from the newest
     event in the data (so the same input gives the same weights whenever it runs)."""
     newest = events.agg(F.max(C.TIMESTAMP)).first()[0]
-    age_days = (F.lit(newest) - F.col(C.TIMESTAMP)) / SECONDS_PER_DAY
+    # In doubles: two longs' difference overflows a long when the times span > 2^63 s.
+    age_days = (F.lit(float(newest)) - F.col(C.TIMESTAMP).cast("double")) / SECONDS_PER_DAY
     return events.withColumn(
         C.STRENGTH, F.col(C.STRENGTH) * F.pow(F.lit(0.5), age_days / half_life_days)
     )
