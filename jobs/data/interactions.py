@@ -143,7 +143,7 @@ def read_interactions(spark: SparkSession, cfg: Config) -> tuple[DataFrame, Chec
     ``(raw, checked, merged)``; ``merged`` and a CSV ``raw`` are persisted (unpersist when
     done), ``checked`` carries the read and dropped counts."""
     src = cfg.data.interactions
-    raw = read_source(spark, src.path, src.format, "data.interactions", src.csv_delimiter)
+    raw = read_source(spark, src, "data.interactions")
     # The checks and the merge read the input twice: a CSV file is parsed once into the
     # cache; a columnar source is scanned twice, cheaper than building a cache of it.
     if is_text_file(src.path, src.format):
