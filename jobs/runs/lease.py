@@ -279,7 +279,10 @@ def heartbeat(
         yield
     finally:
         renewer.stop()
-        renew()
+        try:
+            renew()
+        except Exception as exc:  # the stage's own error, if any, is the one to report
+            print(f"[lease] could not renew the heartbeat: {exc}", file=sys.stderr, flush=True)
 
 
 def mark_done(spark: SparkSession, run_dir: str) -> None:
