@@ -16,6 +16,7 @@ from wals_roberta.jobs.runs.entry import add_arguments, run_command
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("wals_roberta.jobs.prepare", "run"),
     "train": ("wals_roberta.jobs.train_wals", "run"),
+    "finetune": ("wals_roberta.jobs.finetune", "run"),
     "embed": ("wals_roberta.jobs.embed_items", "run"),
     "project": ("wals_roberta.jobs.project_items", "run"),
     "recommend": ("wals_roberta.jobs.recommend", "run"),

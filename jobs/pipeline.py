@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 from wals_roberta.jobs import (
     embed_items,
     evaluate,
+    finetune,
     prepare,
     project_items,
     publish,
@@ -34,6 +35,8 @@ def stages(cfg: Config) -> list[tuple[str, Callable[..., dict[str, Any]]]]:
         ("train", train_wals.run),
     ]
     if cfg.data.items.text_template is not None:
+        if cfg.encoder.finetune.enabled is not False:
+            steps.append(("finetune", finetune.run))
         steps += [("embed", embed_items.run), ("project", project_items.run)]
     steps.append(("recommend", recommend.run))
     if cfg.split.holdout != "none":

@@ -18,6 +18,7 @@ SOURCES = sorted([*(REPO / "jobs").rglob("*.py"), *(REPO / "udfs").rglob("*.py")
 STAGES = {
     "prepare",
     "train_wals",
+    "finetune",
     "embed_items",
     "project_items",
     "recommend",

@@ -234,6 +234,8 @@ def _validate_encoder(e: EncoderConfig) -> None:
 
 def _validate_finetune(f: FinetuneConfig) -> None:
     key = "encoder.finetune"
+    on = f.enabled
+    _require(isinstance(on, bool) or on == "auto", f"{key}.enabled", "true, false or auto", on)
     _require(0 < f.learning_rate < 1, f"{key}.learning_rate", "a number in (0, 1)", f.learning_rate)
     _require(0 < f.head_learning_rate < 1, f"{key}.head_learning_rate", "in (0, 1)")
     for name in ("batch_size", "epochs", "num_processes", "max_pairs_per_epoch"):

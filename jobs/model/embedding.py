@@ -8,6 +8,7 @@ and a different model, pooling or max length (a new fingerprint) encodes everyth
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.columns import EMBEDDING
 from wals_roberta.jobs.data.item_text import TEXT, TEXT_HASH
 from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs.errors import RunStateError
 from wals_roberta.jobs.runs.session import parallelism
 from wals_roberta.udfs.text_encoder import EncoderSpec, embedding_udf, encoder_fingerprint
 
@@ -35,6 +37,30 @@ def encoder_spec(e: EncoderConfig) -> EncoderSpec:
         batch_size=e.batch_size,
         normalize=e.normalize,
         device=e.device,
+    )
+
+
+def run_encoder_spec(
+    spark: SparkSession, cfg: Config, run: tables.Run, base: tables.Run | None = None
+) -> EncoderSpec:
+    """The encoder ``embed`` uses on ``run``: the configured one, or with
+    ``encoder.finetune.enabled`` the one the run's ``finetune`` stage kept (a refresh: the one
+    its base embedded with)."""
+    spec = encoder_spec(cfg.encoder)
+    if cfg.encoder.finetune.enabled is False:
+        return spec
+    tuned = tables.read_manifest(spark, run).get("stages", {}).get("finetune", {})
+    if tuned.get("status") == "complete":
+        kept = tuned.get("use_finetuned") and tuned.get("encoder_path")
+        return dataclasses.replace(spec, model=tuned["encoder_path"]) if kept else spec
+    if base is not None:
+        embedded = tables.read_manifest(spark, base).get("stages", {}).get("embed", {})
+        model = embedded.get("encoder", {}).get("model")
+        return dataclasses.replace(spec, model=model) if model else spec
+    raise RunStateError(
+        f"embed: encoder.finetune.enabled is {cfg.encoder.finetune.enabled} but run "
+        f"{run.run_id} has no complete finetune stage; run `finetune` first "
+        "(or set encoder.finetune.enabled=false)"
     )
 
 
@@ -98,7 +124,7 @@ def embed(
     are looked up and embedded, and the table is written as a layer over the base's."""
     if (only is None) != (base is None):
         raise ValueError("embed: `only` and `base` go together")
-    spec = encoder_spec(cfg.encoder)
+    spec = run_encoder_spec(spark, cfg, run, base)
     items = tables.read_table(spark, run, "items")
     if only is not None:  # kept: the stage reads these items four times
         items = items.join(only.select(C.ITEM_IDX), C.ITEM_IDX, "left_semi").localCheckpoint()

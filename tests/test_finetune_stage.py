@@ -1,0 +1,89 @@
+"""The finetune stage on Spark: TorchDistributor with two local processes, the weights saved,
+fingerprinted and loaded by ``embed``."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_config
+from tests.encoders import build_tiny_roberta
+from tests.finetune_data import GENRES
+from wals_roberta.jobs import embed_items, finetune, pipeline, prepare, train_wals
+from wals_roberta.jobs.config import replace
+from wals_roberta.jobs.model.embedding import encoder_spec
+from wals_roberta.jobs.runs.errors import ConfigError, RunStateError
+from wals_roberta.udfs.text_encoder import encoder_fingerprint
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+def genre_run(tmp_path: Path, **dotted):
+    """90 items of three genres, 60 users who each like one genre."""
+    items = pd.DataFrame({"item": range(90), "title": [f"{GENRES[i % 3]} {i}" for i in range(90)]})
+    events = [(u, i) for u in range(60) for i in range(90) if i % 3 == u % 3 and (i + u) % 4]
+    pd.DataFrame(events, columns=["user", "item"]).to_csv(tmp_path / "events.csv", index=False)
+    items.to_csv(tmp_path / "items.csv", index=False)
+    model = build_tiny_roberta(tmp_path / "roberta", items.title.tolist() * 3)
+    return make_config(
+        tmp_path,
+        str(tmp_path / "events.csv"),
+        **{
+            "data.interactions.user_col": "user",
+            "data.interactions.item_col": "item",
+            "data.items.path": str(tmp_path / "items.csv"),
+            "data.items.id_col": "item",
+            "data.items.text_template": "{title}",
+            "encoder.model": model,
+            "encoder.max_length": 16,
+            "encoder.finetune": {
+                "enabled": True,
+                "num_processes": 2,
+                "epochs": 2,
+                "batch_size": 16,
+                "learning_rate": 5e-4,
+                "lora_rank": 4,
+                "validation_fraction": 0.2,
+                "patience": 2,
+                **dotted,
+            },
+        },
+    )
+
+
+def test_two_processes_train_save_and_embed_uses_the_weights(spark, tmp_path):
+    cfg = genre_run(tmp_path)
+    prepare.run(spark, cfg, run_id="f")
+    train_wals.run(spark, cfg, run_id="f")
+    with pytest.raises(RunStateError, match="finetune"):
+        embed_items.run(spark, cfg, run_id="f")
+    report = finetune.run(spark, cfg, run_id="f")
+    training = report["training"]
+    assert training["processes"] == 2 and training["local_mode"] is True
+    losses = [e["loss"] for e in training["epochs"]]
+    assert len(losses) == 2 and losses[1] < losses[0], losses
+    weights = Path(report["encoder_path"])
+    assert (weights / "model.safetensors").is_file() and (weights / "weights_sha256.txt").is_file()
+    v = report["validation"]
+    assert v["frozen"] is not None and v["finetuned"] is not None and v["kept"] == "finetuned"
+    frozen = encoder_fingerprint(encoder_spec(cfg.encoder))
+    assert report["fingerprint"] != frozen
+    embedded = embed_items.run(spark, cfg, run_id="f")
+    assert embedded["encoder"]["fingerprint"] == report["fingerprint"]
+    assert embedded["encoder"]["model"] == str(weights)
+    assert embedded["counts"]["encoded_texts"] == 90
+    off = replace(cfg, **{"encoder.finetune.enabled": False})
+    assert embed_items.run(spark, off, run_id="f")["encoder"]["fingerprint"] == frozen
+
+
+def test_pipeline_puts_finetune_between_train_and_embed(tmp_path):
+    names = [n for n, _ in pipeline.stages(genre_run(tmp_path, enabled="auto"))]
+    assert names.index("train") < names.index("finetune") == names.index("embed") - 1
+    off = [n for n, _ in pipeline.stages(genre_run(tmp_path, enabled=False))]
+    assert "finetune" not in off
+
+
+def test_the_stage_alone_with_finetune_off_is_a_config_error(spark, tmp_path):
+    cfg = genre_run(tmp_path, enabled=False)
+    with pytest.raises(ConfigError, match="encoder.finetune.enabled"):
+        finetune.run(spark, cfg, run_id="x")
