@@ -27,6 +27,7 @@ def test_enabled_takes_true_false_and_auto(text, expected):
     ("override", "named"),
     [
         ("encoder.finetune.enabled=sometimes", "encoder.finetune.enabled"),
+        ("encoder.finetune.enabled=1", "encoder.finetune.enabled"),
         ("encoder.finetune.objective=mse", "encoder.finetune.objective"),
         ("encoder.finetune.learning_rate=0", "encoder.finetune.learning_rate"),
         ("encoder.finetune.batch_size=1", "encoder.finetune.batch_size"),
