@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import REPO, make_config
 from wals_roberta.jobs.config import load_config, replace
-from wals_roberta.jobs.runs import lease, storage, tables
+from wals_roberta.jobs.runs import lease, storage, swap, tables
 from wals_roberta.jobs.runs.errors import ConfigError, LeaseHeldError, RunStateError
 from wals_roberta.jobs.runs.publishing import publish_run
 
@@ -74,7 +74,7 @@ def hooks(monkeypatch):
     when a taker polls a held lease."""
     inside, go = {}, {}
     waiting = threading.Event()
-    real_publish, real_sleep = tables.publish, lease._sleep
+    real_publish, real_sleep = swap.publish, lease._sleep
 
     def publish(spark, run, table, name):
         if run.run_id in go:
@@ -89,7 +89,7 @@ def hooks(monkeypatch):
     def hold_at_publish(run_id):
         inside[run_id], go[run_id] = threading.Event(), threading.Event()
 
-    monkeypatch.setattr(tables, "publish", publish)
+    monkeypatch.setattr(swap, "publish", publish)
     monkeypatch.setattr(lease, "_sleep", sleep)
     return hold_at_publish, inside, go, waiting
 
@@ -128,13 +128,13 @@ def test_racing_publishes_publish_one_runs_lists_never_a_mix(spark, tmp_path, mo
         tmp_path, "unused.csv", **{"output.lease.on_held": on_held, "output.keep_runs": 2}
     )
     swaps: list[str] = []  # appended under the lease: the order the swaps ran in
-    real_publish = tables.publish
+    real_publish = swap.publish
 
     def publish(spark, run, table, name):
         swaps.append(run.run_id)
         return real_publish(spark, run, table, name)
 
-    monkeypatch.setattr(tables, "publish", publish)
+    monkeypatch.setattr(swap, "publish", publish)
     for round_ in range(3):
         ids = [f"r{round_}a", f"r{round_}b"]
         want = {r: lists(spark, cfg, r, 10 * (2 * round_ + n)) for n, r in enumerate(ids)}

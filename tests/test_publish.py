@@ -4,7 +4,7 @@ metastore table name."""
 import pytest
 
 from tests.conftest import make_config
-from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs import storage, swap, tables
 from wals_roberta.jobs.runs.errors import ConfigError, RunStateError
 from wals_roberta.jobs.runs.publishing import publish_run
 
@@ -24,14 +24,14 @@ def make_run(spark, cfg, run_id, n_rows):
 def test_publish_swaps_and_recovers_a_cut_off_swap(spark, tmp_path):
     cfg = make_config(tmp_path, "unused.csv")
     first, second = make_run(spark, cfg, "r1", 3), make_run(spark, cfg, "r2", 5)
-    target = tables.publish(spark, first, "recommendations", "recommendations")
+    target = swap.publish(spark, first, "recommendations", "recommendations")
     assert spark.read.parquet(target).count() == 3
     # A swap killed between its two renames: the published table moved aside, nothing in.
     aside = storage.join(first.root, ".recommendations.previous-r1")
     storage.rename(spark, target, aside)
-    assert tables.recover_published(spark, first.root, "recommendations") == aside
+    assert swap.recover_published(spark, first.root, "recommendations") == aside
     assert spark.read.parquet(target).count() == 3 and not storage.exists(spark, aside)
-    tables.publish(spark, second, "recommendations", "recommendations")
+    swap.publish(spark, second, "recommendations", "recommendations")
     assert spark.read.parquet(target).count() == 5
     leftovers = [n for n in storage.list_names(spark, first.root) if n.startswith(".")]
     assert leftovers == []
@@ -92,22 +92,22 @@ def test_publish_copies_small_tables_byte_for_byte_and_rewrites_large_ones(
 ):
     cfg = make_config(tmp_path, "unused.csv")
     run = make_run(spark, cfg, "c1", 7)
-    target = tables.publish(spark, run, "recommendations", "recommendations")
+    target = swap.publish(spark, run, "recommendations", "recommendations")
     source, published = tmp_path / "out/runs/c1/recommendations", tmp_path / "out/recommendations"
     parts = sorted(p.name for p in source.glob("part-*"))
     assert parts and sorted(p.name for p in published.glob("part-*")) == parts
     for name in parts:
         assert (source / name).read_bytes() == (published / name).read_bytes()
     # Above the size limit the executors rewrite it: new files, the same rows.
-    monkeypatch.setattr(tables, "COPY_FILES_BYTES", 0)
-    tables.publish(spark, run, "recommendations", "recommendations")
+    monkeypatch.setattr(swap, "COPY_FILES_BYTES", 0)
+    swap.publish(spark, run, "recommendations", "recommendations")
     assert sorted(p.name for p in published.glob("part-*")) != parts
     assert sorted(spark.read.parquet(target).collect()) == sorted(
         spark.read.parquet(str(source)).collect()
     )
     # A run table without its _SUCCESS marker (a write cut off) is never published.
     (source / "_SUCCESS").unlink()
-    monkeypatch.setattr(tables, "COPY_FILES_BYTES", 1 << 30)
+    monkeypatch.setattr(swap, "COPY_FILES_BYTES", 1 << 30)
     with pytest.raises(RunStateError, match="no _SUCCESS marker"):
-        tables.publish(spark, run, "recommendations", "recommendations")
+        swap.publish(spark, run, "recommendations", "recommendations")
     assert spark.read.parquet(target).count() == 7

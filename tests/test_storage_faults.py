@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO, make_config
 from tests.test_publish import make_run
 from wals_roberta.jobs import cli
-from wals_roberta.jobs.runs import storage, tables
+from wals_roberta.jobs.runs import storage, swap
 from wals_roberta.jobs.runs.errors import StorageError
 from wals_roberta.jobs.runs.storage_faults import storage_cause, unnamed_storage_error
 
@@ -179,11 +179,11 @@ def test_publish_on_a_full_disk_keeps_the_previous_table(spark, tmp_path):
     with small_filesystem(tmp_path / "small", size="4m") as small:
         cfg = make_config(small, "unused.csv")
         first, second = make_run(spark, cfg, "r1", 3), make_run(spark, cfg, "r2", 400)
-        tables.publish(spark, first, "recommendations", "recommendations")
+        swap.publish(spark, first, "recommendations", "recommendations")
         before = published_rows(spark, first.root)
         fill(small)
         with pytest.raises(StorageError, match="no space left on the device"):
-            tables.publish(spark, second, "recommendations", "recommendations")
+            swap.publish(spark, second, "recommendations", "recommendations")
         assert published_rows(spark, first.root) == before and len(before) == 3
         assert [n for n in os.listdir(first.root) if n.startswith(".")] == []
 
@@ -193,7 +193,7 @@ def test_publish_failing_at_any_step_keeps_the_previous_table(spark, tmp_path, m
     the rename that swaps the new table in."""
     cfg = make_config(tmp_path, "unused.csv")
     first, second = make_run(spark, cfg, "r1", 3), make_run(spark, cfg, "r2", 5)
-    tables.publish(spark, first, "recommendations", "recommendations")
+    swap.publish(spark, first, "recommendations", "recommendations")
     before = published_rows(spark, first.root)
     disk_full = OSError(errno.ENOSPC, "No space left on device")
 
@@ -203,7 +203,7 @@ def test_publish_failing_at_any_step_keeps_the_previous_table(spark, tmp_path, m
     with monkeypatch.context() as patch:
         patch.setattr(storage.HadoopFiles, "copy", failing_copy)
         with pytest.raises(StorageError, match="cannot copy to .*no space left"):
-            tables.publish(spark, second, "recommendations", "recommendations")
+            swap.publish(spark, second, "recommendations", "recommendations")
     assert published_rows(spark, first.root) == before
 
     real_rename = storage.HadoopFiles.rename
@@ -216,7 +216,7 @@ def test_publish_failing_at_any_step_keeps_the_previous_table(spark, tmp_path, m
     with monkeypatch.context() as patch:
         patch.setattr(storage.HadoopFiles, "rename", failing_swap_in)
         with pytest.raises(StorageError, match="cannot rename to"):
-            tables.publish(spark, second, "recommendations", "recommendations")
+            swap.publish(spark, second, "recommendations", "recommendations")
     assert published_rows(spark, first.root) == before
     assert [n for n in storage.list_names(spark, first.root) if n.startswith(".")] == []
 

@@ -46,7 +46,7 @@ def run_command(stage: str, function: Callable[..., Any], args: argparse.Namespa
         cfg = load_config(args.config, args.overrides)
         from pyspark.sql import SparkSession
 
-        from wals_roberta.jobs.runs.session import build_session
+        from wals_roberta.jobs.runs.session import build_session, quiet_task_failure_logs
 
         owns_session = SparkSession.getActiveSession() is None
         spark = build_session(cfg)
@@ -72,30 +72,6 @@ def run_command(stage: str, function: Callable[..., Any], args: argparse.Namespa
         return 2
     print_where(stage, result)
     return 0
-
-
-# Spark logs every failed task with its Java stack trace on the driver's console, once per
-# logger; the command's own last line names the cause, and the traces stay in the Spark UI,
-# the event log and the executors' logs.
-TASK_FAILURE_LOGGERS = (
-    "org.apache.spark.executor.Executor",
-    "org.apache.spark.scheduler.TaskSetManager",
-    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
-    "org.apache.spark.util.Utils",
-)
-
-
-def quiet_task_failure_logs(spark: Any) -> None:
-    """Turn off the console loggers that repeat a failed task's stack trace (classic
-    sessions started by the command; a Spark Connect server logs on its own side)."""
-    from wals_roberta.jobs.runs.session import is_connect
-
-    if is_connect(spark):
-        return
-    jvm = spark.sparkContext._jvm
-    off = jvm.org.apache.logging.log4j.Level.OFF
-    for name in TASK_FAILURE_LOGGERS:
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, off)
 
 
 def _with_key(exc: WalsRobertaError, cfg: Any) -> WalsRobertaError:

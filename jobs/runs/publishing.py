@@ -11,7 +11,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from wals_roberta.jobs.config import Config
-from wals_roberta.jobs.runs import lease, tables, tracking
+from wals_roberta.jobs.runs import lease, swap, tables, tracking
 
 
 def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> dict[str, Any]:
@@ -22,12 +22,12 @@ def publish_run(spark: SparkSession, cfg: Config, run_id: str | None = None) -> 
     with tables.stage(spark, run_, "publish", cfg) as report:
         # One run at a time swaps, registers and prunes on this root (runs.lease).
         with lease.hold(spark, run_.root, run_.run_id, "publish", cfg.output.lease) as held:
-            target = tables.publish(spark, run_, "recommendations", cfg.output.published_name)
+            target = swap.publish(spark, run_, "recommendations", cfg.output.published_name)
             report["path"] = target
             report["rows"]["published"] = spark.read.format(run_.fmt).load(target).count()
             if cfg.output.table is not None:
                 held.check()
-                tables.register_table(spark, cfg.output.table, run_, "recommendations")
+                swap.register_table(spark, cfg.output.table, run_, "recommendations")
                 report["table"] = cfg.output.table
             if cfg.output.keep_runs is not None:
                 held.check()

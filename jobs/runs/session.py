@@ -223,3 +223,25 @@ BROADCAST_ROWS = 1_000_000
 def small(df: DataFrame, rows: int) -> DataFrame:
     """``df`` marked for broadcast when ``rows`` (its known size) is at most BROADCAST_ROWS."""
     return F.broadcast(df) if rows <= BROADCAST_ROWS else df
+
+
+# Spark logs every failed task with its Java stack trace on the driver's console, once per
+# logger; the command's own last line names the cause, and the traces stay in the Spark UI,
+# the event log and the executors' logs.
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
+    "org.apache.spark.util.Utils",
+)
+
+
+def quiet_task_failure_logs(spark: SparkSession) -> None:
+    """Turn off the console loggers that repeat a failed task's stack trace (classic
+    sessions started by the command; a Spark Connect server logs on its own side)."""
+    if is_connect(spark):
+        return
+    jvm = spark.sparkContext._jvm
+    off = jvm.org.apache.logging.log4j.Level.OFF
+    for name in TASK_FAILURE_LOGGERS:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, off)
