@@ -112,12 +112,20 @@ def day_record(spark, root: str, run_id: str, day: int, seconds: float, fed) -> 
         "fed": fed,
         "new_users": counts.get("new_users"),
         "new_items": counts.get("new_items"),
-        "changed_texts": rows["items"] - counts["new_items"] if counts else None,
+        # The items layer holds the new and the changed items; a compacted (whole) table
+        # says nothing of the day's changes.
+        "changed_texts": rows["items"] - counts["new_items"]
+        if counts and tables_depth(spark, root, run_id, "items")
+        else None,
         "changed_users": counts.get("changed_users"),
         "solved_items": counts.get("solved_items"),
         "rescored_users": counts.get("rescored_users"),
         "seconds_by_step": stages.get("refresh", {}).get("seconds_by_step"),
     }
+
+
+def tables_depth(spark, root: str, run_id: str, name: str) -> int:
+    return checks.layer_depths(spark, root, run_id).get(name, 0)
 
 
 def soak(spark, args, work: Path) -> dict:
