@@ -419,3 +419,39 @@ def test_refresh_applies_the_base_runs_merge(spark, tmp_path):
     assert (listed == 2).all()
     counts = stages["refresh"]["counts"]
     assert counts["rescored_users"] > 0
+
+
+def test_knn_projection_over_a_refresh_run_uses_its_solved_vectors(spark, tmp_path):
+    """A refresh run writes no item_factors: the next refresh's kNN map takes the warm
+    neighbours from its item_vectors (was: 'item_factors' is missing, on the second daily
+    refresh of a chain whose map is knn or blend)."""
+    from tests.conftest import make_config
+    from wals_roberta.jobs.cold.maps import TextMap
+    from wals_roberta.jobs.incremental.vectors import project_new_items
+    from wals_roberta.jobs.model.projection import weights_frame
+
+    cfg = make_config(tmp_path, "unused.csv", **{"projection.min_interactions": 1})
+    base = tables.open_run(spark, cfg, "daily1", create=True)
+    # Two warm items with unit embeddings on the axes; item 2 is cold (projected).
+    vectors = [(0, [1.0, 0.0], "wals"), (1, [0.0, 1.0], "blended"), (2, [5.0, 5.0], "projected")]
+    tables.write_table(spark, base, "item_vectors", spark.createDataFrame(
+        [(i, f"i{i}", v, s) for i, v, s in vectors],
+        "item_idx int, item_id string, vector array<float>, source string",
+    ))  # fmt: skip
+    tables.write_table(spark, base, "item_embeddings", spark.createDataFrame(
+        [(0, "h0", [1.0, 0.0]), (1, "h1", [0.0, 1.0]), (2, "h2", [0.6, 0.8])],
+        "item_idx int, text_hash string, embedding array<float>",
+    ))  # fmt: skip
+    tables.write_table(spark, base, "interactions", spark.createDataFrame(
+        [(0, 0, "train"), (0, 1, "train")], "user_idx int, item_idx int, split string"
+    ))  # fmt: skip
+    tables.write_table(spark, base, "projection", weights_frame(spark, np.eye(2, dtype="f4")))
+    queries = spark.createDataFrame(
+        [(7, [1.0, 0.0], "new")], "item_idx int, embedding array<float>, item_id string"
+    )
+    knn = TextMap(kind="knn", k=1, temperature=0.01)
+    got = project_new_items(spark, base, cfg, knn, queries).collect()
+    # Its one nearest warm neighbour is item 0, whose solved vector it takes; never the
+    # projected item 2.
+    assert [(r[C.ITEM_IDX], r[C.ITEM_ID]) for r in got] == [(7, "new")]
+    np.testing.assert_allclose(got[0][C.VECTOR], [1.0, 0.0], atol=1e-4)

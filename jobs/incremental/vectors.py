@@ -59,7 +59,7 @@ def project_new_items(
             .filter(F.col("_n") >= cfg.projection.min_interactions)
         )
         neighbours = (
-            tables.read_table(spark, base, "item_factors")
+            warm_factors(spark, base)
             .join(counts, C.ITEM_IDX, "left_semi")
             .join(tables.read_table(spark, base, "item_embeddings"), C.ITEM_IDX)
             .select(C.ITEM_IDX, EMBEDDING, C.FACTORS)
@@ -73,3 +73,16 @@ def project_new_items(
         broadcast_max_mb=cfg.recommend.broadcast_max_mb,
     )
     return vectors.join(queries.select(C.ITEM_IDX, C.ITEM_ID), C.ITEM_IDX)
+
+
+def warm_factors(spark: SparkSession, base: tables.Run) -> DataFrame:
+    """``(item_idx, factors)`` of the base run's warm items: its ``item_factors`` after a
+    full run; after a refresh (which writes no ``item_factors``), its ``item_vectors`` of
+    WALS or blended source, the items' latest solved vectors."""
+    if tables.has_table(spark, base, "item_factors"):
+        return tables.read_table(spark, base, "item_factors").select(C.ITEM_IDX, C.FACTORS)
+    return (
+        tables.read_table(spark, base, "item_vectors")
+        .filter(F.col(C.SOURCE) != "projected")
+        .select(C.ITEM_IDX, F.col(C.VECTOR).alias(C.FACTORS))
+    )
