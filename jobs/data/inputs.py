@@ -244,7 +244,9 @@ def timestamp_seconds(df: DataFrame, column: str) -> Column:
     col = F.col(column)
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
         return F.unix_timestamp(col.cast("timestamp"))
+    if isinstance(dtype, (T.FloatType, T.DoubleType)):
+        return F.when(~F.isnan(col), col.try_cast("long"))  # NaN, inf, 1e187: invalid
     if isinstance(dtype, T.NumericType):
-        return col.cast("long")
+        return col.try_cast("long")
     text = F.trim(col.cast("string"))
     return F.coalesce(text.try_cast("long"), F.unix_timestamp(F.try_to_timestamp(text)))
