@@ -20,7 +20,7 @@ from tests.test_publish import make_run
 from wals_roberta.jobs import cli
 from wals_roberta.jobs.runs import storage, swap
 from wals_roberta.jobs.runs.errors import StorageError
-from wals_roberta.jobs.runs.storage_faults import storage_cause, unnamed_storage_error
+from wals_roberta.jobs.runs.storage_faults import guarded, storage_cause, unnamed_storage_error
 
 pytestmark = pytest.mark.spark
 
@@ -234,3 +234,16 @@ def test_causes_are_read_from_java_text_and_errno(tmp_path):
     named = unnamed_storage_error(cfg, java)
     assert named is not None and named.key == "output.root"
     assert str(named).startswith(f"output.root: cannot write to file:{tmp_path}/out/runs/r/t")
+
+
+def test_the_client_backend_names_its_causes(tmp_path):
+    """Spark Connect sessions write the run's own files from this process: OSErrors."""
+    (tmp_path / "afile").write_text("x")
+    files = storage.ClientFiles()
+    with pytest.raises(StorageError, match="cannot create .*a parent of the path is a file"):
+        with guarded(str(tmp_path / "afile" / "out"), "create"):
+            files.make_dirs(str(tmp_path / "afile" / "out"))
+    with denied_directory(tmp_path / "locked") as locked:
+        with pytest.raises(StorageError, match="cannot write .*: permission denied"):
+            with guarded(str(locked / "m.json"), "write"):
+                files.write_text(str(locked / "m.json"), "{}")
