@@ -167,8 +167,8 @@ class FinetuneConfig:
     # Epochs without a better validation figure before stopping (the best epoch is kept).
     patience: int = 1
     # LoRA adapters of this rank on the attention projections (peft); 0: no adapters, the
-    # unfrozen layers train in full.
-    lora_rank: int = 8
+    # unfrozen layers train in full (the default: the one variant that won on MovieLens 100K).
+    lora_rank: int = 0
     # Lower transformer layers (and the embeddings) kept frozen; unset: the lower half.
     freeze_layers: int | None = None
     # L2-SP: penalty weight on the distance of trained weights from the starting ones.
