@@ -172,3 +172,12 @@ def test_unquoted_template_in_a_yaml_file_says_to_quote_it(tmp_path):
     message = str(err.value)
     assert message.startswith("data.items.text_template: must be a string, got a YAML dict")
     assert "quote it" in message and "\n" not in message
+
+
+def test_numbers_yaml_reads_as_text_are_numbers_and_bools_read_as_words():
+    cfg = load_config(REPO / "conf" / "demo.yaml", ["wals.reg=3e-5", "validation.min_gain=1E-2"])
+    assert cfg.wals.reg == 3e-5 and cfg.validation.min_gain == 0.01
+    with pytest.raises(ConfigError, match=r"wals.reg: must be a number, got '3e-5x'"):
+        load_config(REPO / "conf" / "demo.yaml", ["wals.reg=3e-5x"])
+    with pytest.raises(ConfigError, match=r"must be one of false, true, auto, got 'maybe'"):
+        load_config(REPO / "conf" / "demo.yaml", ["encoder.finetune.enabled=maybe"])

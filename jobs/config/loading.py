@@ -45,6 +45,8 @@ from wals_roberta.jobs.runs.errors import ConfigError, first_line
 
 # spark.remote: what SparkSession.builder.remote() takes.
 REMOTE = re.compile(r"sc://[^\s/]+(/.*)?|local(\[(\d+|\*)\])?")
+# A number as text: what YAML 1.1 leaves a string, such as 3e-5 or 1E6.
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 MLFLOW_MISSING = (
     "tracking.mlflow: true needs the mlflow package on the driver; install the extra "
     "with pip install 'wals-roberta[mlflow]' (or set tracking.mlflow=false)"
@@ -369,7 +371,7 @@ def _convert(value: Any, ftype: Any, key: str) -> Any:
         return _convert(value, inner[0], key)
     if origin is Literal:
         if value not in args:
-            allowed = ", ".join(str(a) for a in args)
+            allowed = ", ".join(_scalar_text(a) for a in args)
             raise ConfigError(f"{key}: must be one of {allowed}, got {value!r}")
         return value
     if origin is abc.Mapping:
@@ -392,6 +394,8 @@ def _convert(value: Any, ftype: Any, key: str) -> Any:
     if ftype is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 3e-5 (no dot) as text
         raise ConfigError(f"{key}: must be a number, got {value!r}")
     if ftype is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
