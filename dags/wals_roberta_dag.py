@@ -3,8 +3,8 @@
 One DAG run a day. A branch picks the path for the day:
 
 * on the retrain weekday (param ``retrain_weekday``, default Sunday), the full retrain,
-  one task per stage: ``prepare → train → embed → project → recommend → evaluate →
-  publish``. All seven work on one run directory whose id comes from the DAG run's date
+  one task per stage: ``prepare → train → finetune → embed → project → recommend →
+  evaluate → publish``. All of them work on one run directory whose id comes from the DAG run's date
   (``<YYYYMMDDTHHMMSSZ>-retrain``), so a retried task finds the tables of the tasks before
   it, and the ids sort with the ones the command line makes. ``embed``/``project`` are
   skipped when the config has no item text and ``evaluate`` when nothing is held out
@@ -42,14 +42,23 @@ from airflow.sdk import DAG, Param, chain
 
 DAG_ID = "wals_roberta"
 VARIABLE_PREFIX = "wals_roberta_"
-FULL_PATH = ("prepare", "train", "embed", "project", "recommend", "evaluate", "publish")
+FULL_PATH = (
+    "prepare",
+    "train",
+    "finetune",
+    "embed",
+    "project",
+    "recommend",
+    "evaluate",
+    "publish",
+)
 REFRESH = "refresh"
 BRANCH = "choose_path"
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # Exit code of the bash command for a stage this config does not have (BashOperator: skip).
 SKIP_EXIT_CODE = 99
 # Stages wals-roberta pipeline leaves out for some configs (wals_roberta.jobs.pipeline.stages).
-OPTIONAL_STAGES = ("embed", "project", "evaluate")
+OPTIONAL_STAGES = ("finetune", "embed", "project", "evaluate")
 
 # Defaults when neither the DAG run's params nor an Airflow Variable give a value.
 DEFAULTS: dict[str, Any] = {
@@ -98,7 +107,8 @@ except WalsRobertaError as exc:
     print(f"wals-roberta {stage}: error: {exc}", file=sys.stderr)
     sys.exit(2)
 if stage not in [name for name, _ in stages(cfg)]:
-    print(f"{stage}: not a stage of this config (no item text, or nothing held out); skipped")
+    print(f"{stage}: not a stage of this config (no item text, nothing held out, or no "
+          "fine-tuning); skipped")
     sys.exit(99)
 PY
 fi
@@ -245,6 +255,8 @@ with DAG(
     )
     branch >> [full[FULL_PATH[0]], refresh]
     chain(*(full[stage] for stage in FULL_PATH))
-    # Past skipped optional stages: train feeds recommend, recommend feeds publish.
+    # Past skipped optional stages: train feeds embed (finetune is off by default) and
+    # recommend, recommend feeds publish.
+    full["train"] >> full["embed"]
     full["train"] >> full["recommend"]
     full["recommend"] >> full["publish"]

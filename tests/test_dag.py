@@ -23,7 +23,7 @@ pytest.importorskip("airflow", reason="Airflow not installed: pip install -e '.[
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_FOLDER = REPO / "dags"
-FULL = ["prepare", "train", "embed", "project", "recommend", "evaluate", "publish"]
+FULL = ["prepare", "train", "finetune", "embed", "project", "recommend", "evaluate", "publish"]
 HOSTILE = "$(touch pwned) `touch pwned2`; touch pwned3"
 
 
@@ -58,7 +58,8 @@ def test_graph_is_the_stage_order(dag):
         "choose_path": set(),
         "prepare": {"choose_path"},
         "train": {"prepare"},
-        "embed": {"train"},
+        "finetune": {"train"},
+        "embed": {"finetune", "train"},  # finetune is skipped unless enabled
         "project": {"embed"},
         # past skipped optional stages (no text, nothing held out)
         "recommend": {"project", "train"},
@@ -272,10 +273,14 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
     assert set(full["rendered"]) >= set(FULL) and "refresh" in refresh["rendered"]
 
     # Sunday, demo config: every stage once; refresh skipped.
-    assert {t: full_run[t] for t in FULL} == dict.fromkeys(FULL, "success")
+    # finetune is off in these configs: skipped, and the stages after it still run.
+    assert {t: full_run[t] for t in FULL} == {
+        **dict.fromkeys(FULL, "success"),
+        "finetune": "skipped",
+    }
     assert full_run["refresh"] == "skipped"
     # Monday with the Variables: a retrain, on the config the Variable names.
-    assert {variable_run[t] for t in FULL} == {"success"}
+    assert {variable_run[t] for t in FULL if t != "finetune"} == {"success"}
     assert variable_run["refresh"] == "skipped"
     # Tuesday: refresh only.
     assert refresh_run["refresh"] == "success"
@@ -283,7 +288,7 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
     # Without text or holdout, the stages the pipeline leaves out are skipped, the rest run.
     assert {t: lean_run[t] for t in FULL} == {
         **dict.fromkeys(FULL, "success"),
-        **dict.fromkeys(["embed", "project", "evaluate"], "skipped"),
+        **dict.fromkeys(["finetune", "embed", "project", "evaluate"], "skipped"),
     }
 
     # One run id per DAG run, shared by all its stages and starting with the run's date.
@@ -292,13 +297,14 @@ def test_dag_runs_submit_each_stage_once_with_literal_arguments(fake_repo, tmp_p
         runs.setdefault(argv[argv.index("--run-id") + 1], {}).update(by_stage([argv]))
     ids = sorted(runs)
     assert [run_id[:8] for run_id in ids] == [d.replace("-", "") for d in days]
+    ran = sorted(set(FULL) - {"finetune"})  # skipped before any spark-submit
     assert [sorted(runs[i]) for i in ids] == [
-        sorted(FULL),
-        sorted(FULL),
+        ran,
+        ran,
         ["refresh"],
         ["prepare", "publish", "recommend", "train"],
     ]
-    assert len(calls) == len(FULL) * 2 + 1 + 4  # no stage submitted twice
+    assert len(calls) == len(ran) * 2 + 1 + 4  # no stage submitted twice
 
     sets = ["--set", f"output.root=out/{HOSTILE}", "--set", "wals.rank=4"]
     submit = conf["submit_options"]
