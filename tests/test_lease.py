@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, make_config
+from tests.test_publish import run_lists
 from wals_roberta.jobs.config import load_config, replace
 from wals_roberta.jobs.runs import lease, storage, swap, tables
 from wals_roberta.jobs.runs.errors import ConfigError, LeaseHeldError, RunStateError
@@ -34,13 +35,7 @@ def test_lease_keys_are_validated(tmp_path):
 
 def lists(spark, cfg, run_id, offset):
     """A complete run whose lists differ from every other run's (items i<offset + rank>)."""
-    run = tables.open_run(spark, cfg, run_id, create=True)
-    df = spark.createDataFrame(
-        [(f"u{u}", r, f"i{offset + r}", float(offset - r)) for u in range(4) for r in (1, 2)],
-        "user_id string, rank int, item_id string, score float",
-    )
-    tables.write_table(spark, run, "recommendations", df)
-    return sorted(tuple(row) for row in df.collect())
+    return run_lists(spark, tables.open_run(spark, cfg, run_id, create=True), offset)
 
 
 def published(spark, cfg):
