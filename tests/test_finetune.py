@@ -1,5 +1,7 @@
 """Fine-tuning the encoder toward the WALS space: the training function, its go/no-go."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ pytest.importorskip("torch")
 
 from tests.encoders import build_tiny_roberta  # noqa: E402
 from tests.finetune_data import genre_data  # noqa: E402
+from wals_roberta.jobs.config.schema import EncoderConfig  # noqa: E402
 from wals_roberta.jobs.model.finetune import FinetuneSettings, fit_encoder  # noqa: E402
 from wals_roberta.jobs.model.finetune_eval import keep_finetuned, recall_at_k  # noqa: E402
 
@@ -18,9 +21,11 @@ def tiny(tmp_path_factory):
 
 
 def settings(model, **kw):
-    base = dict(model=model, epochs=3, batch_size=16, learning_rate=5e-4, patience=3,
+    """The config's settings (its defaults) with the encoder and a small, fast schedule."""
+    encoder = EncoderConfig(model=model)
+    base = dict(epochs=3, batch_size=16, learning_rate=5e-4, patience=3,
                 max_pairs_per_epoch=320, lora_rank=4, freeze_layers=2)  # fmt: skip
-    return FinetuneSettings(**(base | kw))
+    return replace(FinetuneSettings.from_config(encoder), **(base | kw))
 
 
 @pytest.mark.parametrize("objective", ["ranking", "regression"])

@@ -33,7 +33,7 @@ def test_enabled_takes_true_false_and_auto(text, expected):
         ("encoder.finetune.batch_size=1", "encoder.finetune.batch_size"),
         ("encoder.finetune.lora_rank=-1", "encoder.finetune.lora_rank"),
         ("encoder.finetune.num_processes=0", "encoder.finetune.num_processes"),
-        ("encoder.finetune.validation_fraction=1", "encoder.finetune.validation_fraction"),
+        ("encoder.finetune.temperature=0", "encoder.finetune.temperature"),
         ("encoder.finetune.epochs=two", "encoder.finetune.epochs"),
         ("encoder.finetune.lora=8", "encoder.finetune"),
     ],

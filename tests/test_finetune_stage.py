@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import make_config
 from tests.encoders import build_tiny_roberta
 from tests.finetune_data import GENRES
-from wals_roberta.jobs import embed_items, finetune, pipeline, prepare, train_wals
+from wals_roberta.jobs import embed_items, finetune, pipeline, prepare, project_items, train_wals
 from wals_roberta.jobs.config import replace
 from wals_roberta.jobs.model.embedding import encoder_spec
 from wals_roberta.jobs.runs.errors import ConfigError, RunStateError
@@ -18,9 +18,11 @@ from wals_roberta.udfs.text_encoder import encoder_fingerprint
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-def genre_run(tmp_path: Path, **dotted):
-    """90 items of three genres, 60 users who each like one genre."""
-    items = pd.DataFrame({"item": range(90), "title": [f"{GENRES[i % 3]} {i}" for i in range(90)]})
+def genre_run(tmp_path: Path, related: bool = True, **dotted):
+    """90 items of three genres, 60 users who each like one genre; the title names the genre
+    when ``related``, else every title is the same (text that says nothing about taste)."""
+    titles = [f"{GENRES[i % 3]} {i}" if related else "a film" for i in range(90)]
+    items = pd.DataFrame({"item": range(90), "title": titles})
     events = [(u, i) for u in range(60) for i in range(90) if i % 3 == u % 3 and (i + u) % 4]
     pd.DataFrame(events, columns=["user", "item"]).to_csv(tmp_path / "events.csv", index=False)
     items.to_csv(tmp_path / "items.csv", index=False)
@@ -43,7 +45,6 @@ def genre_run(tmp_path: Path, **dotted):
                 "batch_size": 16,
                 "learning_rate": 5e-4,
                 "lora_rank": 4,
-                "validation_fraction": 0.2,
                 "patience": 2,
                 **dotted,
             },
@@ -71,9 +72,29 @@ def test_two_processes_train_save_and_embed_uses_the_weights(spark, tmp_path):
     embedded = embed_items.run(spark, cfg, run_id="f")
     assert embedded["encoder"]["fingerprint"] == report["fingerprint"]
     assert embedded["encoder"]["model"] == str(weights)
-    assert embedded["counts"]["encoded_texts"] == 90
+    # The go/no-go embedded the validation items with both encoders into the cache.
+    counts = embedded["counts"]
+    assert counts["encoded_texts"] + counts["reused_texts"] == 90 and counts["reused_texts"] > 0
+    # Fine-tuning held out project's pseudo-cold items, and validated on its split.
+    split = report["validation_split"]
+    assert split["pseudo_cold_items"] > 0 and split["scored_pairs"] > 0
+    assert v["metric"] == cfg.validation.metric and v["frozen_map"] and v["finetuned_map"]
+    projected = project_items.run(spark, cfg, run_id="f")
+    assert projected["validation"]["counts"] == split
     off = replace(cfg, **{"encoder.finetune.enabled": False})
     assert embed_items.run(spark, off, run_id="f")["encoder"]["fingerprint"] == frozen
+
+
+def test_auto_keeps_the_frozen_encoder_when_text_says_nothing_about_taste(spark, tmp_path):
+    cfg = genre_run(tmp_path, related=False, enabled="auto", epochs=1)
+    prepare.run(spark, cfg, run_id="u")
+    train_wals.run(spark, cfg, run_id="u")
+    report = finetune.run(spark, cfg, run_id="u")
+    v = report["validation"]
+    assert v["finetuned"] <= v["frozen"] * (1 + v["min_gain"]), v
+    assert v["kept"] == "frozen" and report["use_finetuned"] is False
+    embedded = embed_items.run(spark, cfg, run_id="u")
+    assert embedded["encoder"]["fingerprint"] == encoder_fingerprint(encoder_spec(cfg.encoder))
 
 
 def test_pipeline_puts_finetune_between_train_and_embed(tmp_path):

@@ -63,7 +63,7 @@ def train_process(settings: Any, data_dir: str, out_dir: str, k: int) -> dict[st
         pairs = read_parquet(f"{data_dir}/{PAIRS}", rank, world)
         data = FinetuneData(
             texts=items["text"].tolist(),
-            item_factors=_matrix(items["factors"]),
+            item_factors=_matrix(items["factors"], width=_width(items)),
             pair_items=np.array([position[int(i)] for i in pairs["item_idx"]], dtype=np.int64),
             pair_users=_matrix(pairs["user_factors"], width=_width(items)),
         )
@@ -87,16 +87,24 @@ def _validation(items, position: dict[int, int], data_dir: str, k: int):
     for _, group in rows.groupby("user_idx", sort=True):
         users.append(np.asarray(group["user_factors"].iloc[0], dtype=np.float32))
         relevant.append(np.array([held_rank[position[int(i)]] for i in group["item_idx"]]))
-    factors = _matrix(items["factors"])
+    factors = _matrix(items["factors"], width=_width(items))
     user_vectors = np.stack(users) if users else np.zeros((0, factors.shape[1]), np.float32)
     return PseudoCold(fit, factors[fit], held, user_vectors, relevant, k=k)
 
 
 def _width(items) -> int:
-    return len(items["factors"].iloc[0]) if len(items) else 0
+    """The factor rank (held-out items have no factors: the first item that has them)."""
+    for v in items["factors"]:
+        if v is not None:
+            return len(v)
+    return 0
 
 
 def _matrix(column, width: int | None = None) -> np.ndarray:
+    """One row per value; a missing vector (a held-out item's factors) is a row of zeros,
+    never read: held-out items are neither trained on nor mapped from."""
     if len(column) == 0:
         return np.zeros((0, width or 0), dtype=np.float32)
-    return np.stack([np.asarray(v, dtype=np.float32) for v in column])
+    width = width or next((len(v) for v in column if v is not None), 0)
+    rows = [np.zeros(width, np.float32) if v is None else np.asarray(v, np.float32) for v in column]
+    return np.stack(rows)

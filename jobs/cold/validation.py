@@ -43,6 +43,9 @@ class ValidationSet:
     pseudo_cold: DataFrame  # (item_idx): warm items held out entirely
     item_counts: DataFrame  # (item_idx, n): the validation model's training pairs per item
     counts: dict[str, Any]
+    # Of every user, not only the scored ones (what fine-tuning trains on, jobs/finetune.py):
+    user_factors: DataFrame  # (user_idx, factors): the validation model's users
+    fit: DataFrame  # (user_idx, item_idx): the validation model's training pairs
 
     def release(self) -> None:
         for df in (self.users, self.item_factors, self.seen, self.held, self.pseudo_cold):
@@ -135,7 +138,17 @@ def build_validation(
     }
     rows.unpersist()
     storage.delete(held.sparkSession, checkpoint_dir)
-    return ValidationSet(users, item_factors, seen, held, pseudo_cold, item_counts, counts)
+    return ValidationSet(
+        users,
+        item_factors,
+        seen,
+        held,
+        pseudo_cold,
+        item_counts,
+        counts,
+        user_factors=user_factors,
+        fit=fit.select(C.USER_IDX, C.ITEM_IDX),
+    )
 
 
 def metric_and_error(

@@ -249,7 +249,6 @@ def _validate_finetune(f: FinetuneConfig) -> None:
     _require(freeze is None or freeze >= 0, f"{key}.freeze_layers", "unset or >= 0", freeze)
     _require(f.l2sp >= 0, f"{key}.l2sp", "a number >= 0 (0: off)", f.l2sp)
     _require(f.temperature > 0, f"{key}.temperature", "a number > 0", f.temperature)
-    _require(0 < f.validation_fraction < 1, f"{key}.validation_fraction", "in (0, 1)")
     _require(f.min_gain >= 0, f"{key}.min_gain", "a number >= 0", f.min_gain)
 
 

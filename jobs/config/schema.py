@@ -177,8 +177,6 @@ class FinetuneConfig:
     temperature: float = 0.05
     # Training pairs per epoch across all processes (a seeded sample when there are more).
     max_pairs_per_epoch: int = 100_000
-    # Share of warm items held out of fine-tuning and scored as pseudo-cold.
-    validation_fraction: float = 0.1
     min_gain: float = 0.01
     # TorchDistributor processes: one per GPU on a GPU cluster, else CPU workers.
     num_processes: int = 2

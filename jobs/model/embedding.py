@@ -109,6 +109,39 @@ def encode(todo: DataFrame, spec: EncoderSpec, n_texts: int, arrow_batch_size: i
     )
 
 
+def cached_or_encoded(
+    spark: SparkSession,
+    cfg: Config,
+    run: tables.Run,
+    spec: EncoderSpec,
+    items: DataFrame,
+    *,
+    lookup_all: bool = True,
+) -> tuple[DataFrame, int]:
+    """``(text_hash, embedding)`` under ``spec`` for the texts of ``items(text_hash, text)``:
+    the cached ones, and the others encoded on the executors and appended to the cache; and
+    how many were encoded. ``lookup_all``: read the whole cache of this fingerprint (the
+    items are most of the catalog), else only these items' hashes."""
+    fingerprint = encoder_fingerprint(spec)
+    cache = cache_path(cfg, run)
+    hashes = None if lookup_all else items
+    todo = texts_to_encode(items, cached_vectors(spark, cache, fingerprint, hashes=hashes))
+    n_todo = todo.count()
+    if n_todo:
+        fresh = encode(todo, spec, n_todo, cfg.encoder.arrow_batch_size).select(
+            TEXT_HASH,
+            EMBEDDING,
+            F.lit(spec.model).alias("model"),
+            F.lit(datetime.now(UTC).isoformat(timespec="seconds")).alias("encoded_at"),
+            F.lit(fingerprint).alias(FINGERPRINT),
+        )
+        fresh.write.mode("append").partitionBy(FINGERPRINT).parquet(cache)
+    vectors = cached_vectors(spark, cache, fingerprint, hashes=hashes)
+    if vectors is None:  # nothing to embed and nothing cached yet
+        vectors = spark.createDataFrame([], f"{TEXT_HASH} string, {EMBEDDING} array<float>")
+    return vectors, n_todo
+
+
 def embed(
     spark: SparkSession,
     cfg: Config,
@@ -133,25 +166,10 @@ def embed(
         F.count(TEXT).alias("with_text"),
         F.countDistinct(TEXT_HASH).alias("texts"),
     ).first()
-    fingerprint = encoder_fingerprint(spec)
-    cache = cache_path(cfg, run)
     # A refresh looks up only its items' hashes, not the whole cache.
     with_text = items.filter(F.col(TEXT).isNotNull())
-    hashes = None if only is None else with_text
-    todo = texts_to_encode(items, cached_vectors(spark, cache, fingerprint, hashes=hashes))
-    n_todo = todo.count()
-    if n_todo:
-        fresh = encode(todo, spec, n_todo, cfg.encoder.arrow_batch_size).select(
-            TEXT_HASH,
-            EMBEDDING,
-            F.lit(spec.model).alias("model"),
-            F.lit(datetime.now(UTC).isoformat(timespec="seconds")).alias("encoded_at"),
-            F.lit(fingerprint).alias(FINGERPRINT),
-        )
-        fresh.write.mode("append").partitionBy(FINGERPRINT).parquet(cache)
-    vectors = cached_vectors(spark, cache, fingerprint, hashes=hashes)
-    if vectors is None:  # nothing to embed and nothing cached yet
-        vectors = spark.createDataFrame([], f"{TEXT_HASH} string, {EMBEDDING} array<float>")
+    vectors, n_todo = cached_or_encoded(spark, cfg, run, spec, with_text, lookup_all=only is None)
+    fingerprint = encoder_fingerprint(spec)
     embeddings = with_text.join(vectors, TEXT_HASH).select(
         C.ITEM_IDX, C.ITEM_ID, TEXT_HASH, EMBEDDING
     )

@@ -23,32 +23,48 @@ from typing import Any
 
 import numpy as np
 
+from wals_roberta.jobs.config.schema import EncoderConfig
 from wals_roberta.jobs.model.finetune_eval import PseudoCold, pseudo_cold_recall
 from wals_roberta.udfs.text_encoder import EncoderSpec, encode_texts, load_encoder, pool
 
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Plain values for the workers (picklable; no config object)."""
+    """Plain values for the workers (picklable; no config object). Built from the config by
+    :meth:`from_config`, so the defaults are ``encoder.finetune``'s, in one place."""
 
     model: str
-    pooling: str = "mean"
-    max_length: int = 128
-    normalize: bool = True
-    objective: str = "ranking"
-    learning_rate: float = 3e-5
-    head_learning_rate: float = 1e-3
-    batch_size: int = 32
-    epochs: int = 3
-    patience: int = 1
-    lora_rank: int = 8
-    freeze_layers: int | None = None
-    l2sp: float = 0.01
-    temperature: float = 0.05
-    max_pairs_per_epoch: int = 100_000
-    seed: int = 42
-    threads: int = 1
-    device: str = "cpu"
+    pooling: str
+    max_length: int
+    normalize: bool
+    objective: str
+    learning_rate: float
+    head_learning_rate: float
+    batch_size: int
+    epochs: int
+    patience: int
+    lora_rank: int
+    freeze_layers: int | None
+    l2sp: float
+    temperature: float
+    max_pairs_per_epoch: int
+    seed: int
+    threads: int
+    device: str
+
+    @staticmethod
+    def from_config(e: EncoderConfig, *, threads: int = 1, device: str = "cpu"):
+        """The settings of ``e`` (an ``encoder`` config) and its ``finetune`` section."""
+        f = e.finetune
+        return FinetuneSettings(
+            model=e.model, pooling=e.pooling, max_length=e.max_length, normalize=e.normalize,
+            objective=f.objective, learning_rate=f.learning_rate,
+            head_learning_rate=f.head_learning_rate, batch_size=f.batch_size,
+            epochs=f.epochs, patience=f.patience, lora_rank=f.lora_rank,
+            freeze_layers=f.freeze_layers, l2sp=f.l2sp, temperature=f.temperature,
+            max_pairs_per_epoch=f.max_pairs_per_epoch, seed=f.seed, threads=threads,
+            device=device,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
