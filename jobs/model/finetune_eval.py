@@ -1,10 +1,12 @@
-"""The fine-tuning stage's pseudo-cold validation and its go/no-go.
+"""The fine-tuning's per-epoch validation and its go/no-go rule.
 
-Warm items held out of fine-tuning play cold items: a ridge map fitted from the other warm
-items' text embeddings to their WALS factors gives them vectors (as ``project`` does for
-cold items), and each validation user's held-out items are ranked among all held-out items
-by the user's WALS vector. The same figure is computed for the frozen encoder (before the
-first step) and after every epoch, so the two stand side by side.
+The pseudo-cold items of the cold-start validation (:mod:`cold.validation`: held out of its
+WALS model and of fine-tuning) play cold items: a ridge map fitted from the validation
+model's items' text embeddings to their factors gives them vectors, and each validation
+user's held-out pairs on them are ranked among all pseudo-cold items by the user's
+validation-model vector. The figure is computed for the frozen encoder (before the first
+step) and after every epoch, to choose the epoch; the go/no-go itself compares the two
+encoders under the map ``project`` would choose (:mod:`cold.encoder_choice`).
 """
 
 from __future__ import annotations
