@@ -1,12 +1,18 @@
 """The finetune stage on Spark: TorchDistributor with two local processes, the weights saved,
 fingerprinted and loaded by ``embed``."""
 
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import make_config
+from tests.conftest import REPO, make_config
 from tests.encoders import build_tiny_roberta
 from tests.finetune_data import GENRES
 from wals_roberta.jobs import embed_items, finetune, pipeline, prepare, project_items, train_wals
@@ -95,6 +101,28 @@ def test_auto_keeps_the_frozen_encoder_when_text_says_nothing_about_taste(spark,
     assert v["kept"] == "frozen" and report["use_finetuned"] is False
     embedded = embed_items.run(spark, cfg, run_id="u")
     assert embedded["encoder"]["fingerprint"] == encoder_fingerprint(encoder_spec(cfg.encoder))
+
+
+def test_the_stage_runs_on_spark_connect(tmp_path):
+    """The pipeline with fine-tuning, every command on a local Connect server: the stage
+    trains, and ``embed`` encodes with the weights it kept."""
+    pytest.importorskip("grpc", reason="Spark Connect needs the connect extra (pyspark[connect])")
+    cfg = genre_run(tmp_path, epochs=1)
+    raw = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    raw["spark"]["master"] = None
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "SPARK_REMOTE": "local[2]"}
+    argv = [sys.executable, "-m", "wals_roberta.jobs.cli", "pipeline", "--config"]
+    done = subprocess.run(
+        [*argv, str(tmp_path / "conf.yaml"), "--run-id", "c"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    manifest = json.loads((Path(cfg.output.root) / "runs" / "c" / "manifest.json").read_text())
+    tuned, embedded = manifest["stages"]["finetune"], manifest["stages"]["embed"]
+    assert tuned["status"] == "complete" and tuned["use_finetuned"] is True
+    assert tuned["training"]["processes"] == 2
+    assert embedded["encoder"]["fingerprint"] == tuned["fingerprint"]
 
 
 def test_pipeline_puts_finetune_between_train_and_embed(tmp_path):
