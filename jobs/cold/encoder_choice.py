@@ -23,8 +23,13 @@ from wals_roberta.jobs.data import columns as C
 from wals_roberta.jobs.data.columns import EMBEDDING
 from wals_roberta.jobs.data.item_text import TEXT, TEXT_HASH
 from wals_roberta.jobs.model.embedding import cached_or_encoded
-from wals_roberta.jobs.model.projection import FIT, HELD_OUT, accumulate_stats, choose_lambda
-from wals_roberta.jobs.project_items import warm_items
+from wals_roberta.jobs.model.projection import (
+    FIT,
+    HELD_OUT,
+    accumulate_stats,
+    choose_lambda,
+    warm_items,
+)
 from wals_roberta.jobs.runs import tables
 from wals_roberta.udfs.text_encoder import EncoderSpec
 

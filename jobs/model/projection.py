@@ -17,8 +17,11 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from wals_roberta.jobs.config import ProjectionConfig
+from wals_roberta.jobs.data import columns as C
+from wals_roberta.jobs.data.columns import EMBEDDING
 from wals_roberta.jobs.runs import tables
-from wals_roberta.jobs.runs.session import parallelism
+from wals_roberta.jobs.runs.session import in_canonical_order, parallelism
 
 FIT, HELD_OUT = 0, 1
 
@@ -163,3 +166,37 @@ def read_weights(spark: SparkSession, run: tables.Run) -> np.ndarray:
     """The W a run's project stage fitted."""
     rows = tables.read_table(spark, run, "projection").orderBy("row").collect()
     return np.array([r["weights"] for r in rows], dtype=np.float32)
+
+
+def warm_items(
+    spark: SparkSession,
+    interactions: DataFrame,
+    factors: DataFrame,
+    embeddings: DataFrame,
+    p: ProjectionConfig,
+) -> tuple[DataFrame, DataFrame]:
+    """``(item_idx, n_train)`` of every trained item, and the warm items the map is fitted
+    on: ``(item_idx, factors, n_train, embedding, fold)`` of those with at least
+    ``projection.min_interactions`` training pairs and a text, each in the FIT or HELD_OUT
+    fold by a seeded hash (cached)."""
+    train_counts = (
+        interactions.filter(F.col(C.SPLIT) == C.TRAIN)
+        .groupBy(C.ITEM_IDX)
+        .agg(F.count(F.lit(1)).alias("n_train"))
+    )
+    fold = F.when(
+        F.pmod(F.xxhash64(F.lit(p.seed), F.col(C.ITEM_IDX)), F.lit(1000))
+        < F.lit(int(p.holdout_fraction * 1000)),
+        HELD_OUT,
+    ).otherwise(FIT)
+    warm = (
+        factors.join(train_counts, C.ITEM_IDX)
+        .filter(F.col("n_train") >= p.min_interactions)
+        .join(embeddings.select(C.ITEM_IDX, EMBEDDING), C.ITEM_IDX)
+        .withColumn("fold", fold)
+    )
+    # Item-sized: one partition per core, not one per shuffle partition (each Python
+    # task below would start a worker for a handful of items); in canonical order, so
+    # that the statistics are summed in the same order in every run.
+    warm = in_canonical_order(warm, parallelism(spark), C.ITEM_IDX).cache()
+    return train_counts, warm
