@@ -82,9 +82,20 @@ def test_minilm_puts_related_titles_closer():
     assert related > unrelated + 0.1
 
 
-def test_missing_model_says_how_to_stage_it(tmp_path):
+def test_missing_model_says_how_to_stage_it(tmp_path, monkeypatch):
     with pytest.raises(EncoderError, match="no such directory"):
         load_encoder(str(tmp_path / "models" / "nope"))
+    # Offline (HF_HUB_OFFLINE): only the local cache is looked at.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EncoderError, match="Stage it where executors can read it"):
+        load_encoder("roberta-base-that-is-not-cached")
+
+
+@pytest.mark.slow
+def test_missing_model_online_says_how_to_stage_it(monkeypatch):
+    """The same through the hub lookup: where the hub cannot be reached, huggingface_hub
+    retries for about 25 s before the lookup fails."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(EncoderError, match="Stage it where executors can read it"):
         load_encoder("roberta-base-that-is-not-cached")
 
