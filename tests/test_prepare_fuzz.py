@@ -33,7 +33,7 @@ from wals_roberta.jobs.runs.errors import InputDataError, WalsRobertaError
 
 pytestmark = pytest.mark.spark
 
-DEFAULT_EXAMPLES = 15
+DEFAULT_EXAMPLES = 8  # the `slow` copies below run DEEP_EXAMPLES of the same properties
 DEEP_EXAMPLES = int(os.environ.get("PREPARE_FUZZ_EXAMPLES", "200"))
 _INTEGER_ID = re.compile(r"^(0|-?[1-9][0-9]{0,17})$")  # as jobs/data/inputs.py types ids
 LONG = st.integers(-(2**63), 2**63 - 1)
