@@ -119,9 +119,9 @@ def test_a_second_publish_fails_at_once_or_waits_while_one_holds_the_lease(spark
 @pytest.mark.spark
 @pytest.mark.parametrize("on_held", ["wait", "fail"])
 def test_racing_publishes_publish_one_runs_lists_never_a_mix(spark, tmp_path, monkeypatch, on_held):
-    cfg = make_config(
-        tmp_path, "unused.csv", **{"output.lease.on_held": on_held, "output.keep_runs": 2}
-    )
+    # An expiry of 15 s: a waiter polls every 1.5 s (under the default 600 s, every 5 s).
+    settings = {"output.lease.expiry_seconds": 15.0, "output.keep_runs": 2}
+    cfg = make_config(tmp_path, "unused.csv", **{"output.lease.on_held": on_held, **settings})
     swaps: list[str] = []  # appended under the lease: the order the swaps ran in
     real_publish = swap.publish
 
