@@ -41,6 +41,9 @@ def config_file(tmp_path, root):
         f"output: {{root: '{root}'}}\n"
         "wals: {rank: 4, iterations: 2, user_blocks: 2, item_blocks: 2}\n"
         "recommend: {k: 5}\nevaluate: {ks: [5]}\n"
+        # Read only by a session the command starts (the subprocess below): the shuffle
+        # partitions of the tests' own session, not Spark's 200 tasks a shuffle.
+        "spark: {conf: {spark.sql.shuffle.partitions: '4', spark.ui.enabled: 'false'}}\n"
     )
     return str(path)
 
