@@ -1,5 +1,7 @@
 """The CLI end to end on generated data: every stage, alone and as the pipeline."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -68,13 +70,23 @@ def check_run(spark, root, run_id, inputs, k=10):
     return recs, manifest, metrics
 
 
-def test_heldout_users_are_folded_in_and_listed(spark, tmp_path, demo_inputs):
-    conf = write_config(tmp_path, demo_inputs)
-    args = ["pipeline", "--config", conf, "--run-id", "h1"]
-    assert cli.main([*args, "--set", "split.heldout_user_fraction=0.2"]) == 0
-    root = tmp_path / "out"
-    recs, manifest, metrics = check_run(spark, root, "h1", demo_inputs)
-    run_dir = root / "runs" / "h1"
+@pytest.fixture(scope="module")
+def pipeline_run(spark, tmp_path_factory, demo_inputs):
+    """``wals-roberta pipeline`` once, a fifth of the users held out (scored by fold-in), for
+    the tests below: its arguments, output root and what it printed."""
+    work = tmp_path_factory.mktemp("pipeline")
+    conf = write_config(work, demo_inputs)
+    args = ["pipeline", "--config", conf, "--run-id", "p1"]
+    args += ["--set", "split.heldout_user_fraction=0.2"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert cli.main(args) == 0
+    return {"args": args, "root": work / "out", "out": out.getvalue()}
+
+
+def test_heldout_users_are_folded_in_and_listed(spark, demo_inputs, pipeline_run):
+    root = pipeline_run["root"]
+    recs, manifest, metrics = check_run(spark, root, "p1", demo_inputs)
+    run_dir = root / "runs" / "p1"
     trained = set(spark.read.parquet(str(run_dir / "user_factors")).toPandas().user_id)
     folded = set(spark.read.parquet(str(run_dir / "fold_in_factors")).toPandas().user_id)
     assert folded and not folded & trained
@@ -89,24 +101,24 @@ def test_heldout_users_are_folded_in_and_listed(spark, tmp_path, demo_inputs):
     )
 
 
-def test_pipeline_command(spark, tmp_path, demo_inputs, capsys):
-    conf = write_config(tmp_path, demo_inputs)
-    assert cli.main(["pipeline", "--config", conf, "--run-id", "p1"]) == 0
-    recs, manifest, metrics = check_run(spark, tmp_path / "out", "p1", demo_inputs)
+def test_pipeline_command(spark, demo_inputs, pipeline_run, capsys):
+    args = pipeline_run["args"]
+    recs, manifest, metrics = check_run(spark, pipeline_run["root"], "p1", demo_inputs)
     assert set(manifest["stages"]) == {"prepare", "train", "recommend", "evaluate", "publish"}
     assert all(s["status"] == "complete" and s["seconds"] > 0 for s in manifest["stages"].values())
     assert manifest["config"]["wals"]["rank"] == 8 and "pyspark" in manifest["versions"]
-    out = capsys.readouterr().out
+    out = pipeline_run["out"]
     assert "recall" in out and "published recommendations:" in out
     # On data whose taste is structured, the model beats popularity.
     all_ = metrics["segments"]["all"]["methods"]
     assert all_["wals"]["ndcg@10"] > all_["popularity"]["ndcg@10"]
     # The same run id again resumes: every stage is complete, so each is skipped.
-    assert cli.main(["pipeline", "--config", conf, "--run-id", "p1"]) == 0
+    capsys.readouterr()
+    assert cli.main(args) == 0
     err = capsys.readouterr().err
     assert all(f"[{s}] skipped" in err for s in manifest["stages"]) and "start" not in err
     # ... but not under another config.
-    assert cli.main(["pipeline", "--config", conf, "--run-id", "p1", "--set", "wals.rank=4"]) == 2
+    assert cli.main([*args, "--set", "wals.rank=4"]) == 2
     assert "different config (changed: wals.rank)" in capsys.readouterr().err
 
 
