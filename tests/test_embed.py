@@ -121,7 +121,11 @@ def test_cache_encodes_only_new_or_changed_texts(spark, tmp_path, tiny_roberta):
     assert embed_items.run(spark, pooled, run_id="r3")["counts"]["encoded_texts"] == 5
 
 
-@pytest.mark.parametrize("encoder", ["tiny_roberta", "minilm"])
+# MiniLM on every ML-100k item is also what tests/test_ml100k.py runs by default; the cache
+# is the same code under either encoder.
+@pytest.mark.parametrize(
+    "encoder", ["tiny_roberta", pytest.param("minilm", marks=pytest.mark.slow)]
+)
 def test_all_ml100k_items_get_embeddings(spark, tmp_path, ml100k, tiny_roberta, encoder):
     model = tiny_roberta if encoder == "tiny_roberta" else MINILM
     cfg = make_config(
