@@ -2,6 +2,7 @@
 keeps and the lists it recomputes together equal a full re-score with the new vectors."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -404,20 +405,35 @@ def test_layers_chain_compact_and_keep_their_bases_from_pruning(spark, tmp_path,
         table("e")
 
 
-def test_refresh_applies_the_base_runs_merge(spark, tmp_path):
+def test_refresh_applies_the_base_runs_merge(spark, refreshed, tmp_path):
     """A base run that merges on each user's scale with 2 reserved cold slots: the refresh
     (whose own config says nothing of the merge) lists under the same merge, and what it
     keeps and recomputes equals a full re-score with that merge; both new cold items are
-    in every list of a user who has not seen them."""
+    in every list of a user who has not seen them.
+
+    The base is the module's base run copied to a root of its own and listed again under
+    that merge (its recommend stage), then published: what its project stage chose does
+    not depend on the merge, and a merge taken from there instead would be caught."""
     from wals_roberta.jobs.cold.merge import Merge
 
-    case = refresh_case(tmp_path, merge="standardize", cold_offset=0.5, cold_slots=2)
-    root = case["root"]
-    stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
-    assert stages["refresh"]["merge"] == Merge("standardize", 0.5, 2).to_dict()
     merge = Merge("standardize", 0.5, 2)
+    work, root = refreshed["root"].parent, tmp_path / "out"
+    shutil.copytree(refreshed["root"] / "runs" / "base", root / "runs" / "base")
+    conf = write_config(
+        tmp_path / "base.yaml", work / "base.csv", work / "base_items.csv", root,
+        merge="standardize", cold_offset=0.5, cold_slots=2,
+    )  # fmt: skip
+    for stage in ("recommend", "publish"):
+        assert cli.main([stage, "--config", conf, "--run-id", "base"]) == 0
+    base = json.loads((root / "runs" / "base" / "manifest.json").read_text())["stages"]
+    assert base["recommend"]["merge"] == merge.to_dict()
+    conf = write_config(tmp_path / "delta.yaml", work / "delta.csv", work / "new_items.csv", root)
+    assert cli.main(["refresh", "--config", conf, "--run-id", "daily"]) == 0
+    stages = json.loads((root / "runs" / "daily" / "manifest.json").read_text())["stages"]
+    assert stages["refresh"]["base_run"] == "base"
+    assert stages["refresh"]["merge"] == merge.to_dict()
     got = assert_published_is_a_full_rescore(spark, root, merge, rtol=1e-4, atol=1e-5)
-    cold = set(case["new_items"].item_id.iloc[1:])
+    cold = set(refreshed["new_items"].item_id.iloc[1:])
     listed = got.groupby(C.USER_ID)[C.ITEM_ID].apply(lambda ids: len(cold & set(ids)))
     assert (listed == 2).all()
     counts = stages["refresh"]["counts"]
